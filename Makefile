@@ -1,0 +1,34 @@
+# Traceward: `make run` starts the service on its embedded defaults, `make test` runs the suite.
+# Both create and reuse a local .venv (the stamp file is refreshed when pyproject.toml changes).
+PY ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+
+.PHONY: run test bench lint install clean
+
+$(STAMP): pyproject.toml
+	test -x $(BIN)/python || $(PY) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet -e '.[dev]'
+	touch $(STAMP)
+
+install: $(STAMP)
+
+run: $(STAMP)
+	$(BIN)/traceward serve
+
+lint: $(STAMP)
+	$(BIN)/lint-imports
+	$(BIN)/ruff check otlp_receiver analysis diff governance server dashboards tests benchmarks
+
+test: $(STAMP)
+	$(BIN)/lint-imports
+	$(BIN)/python -m pytest -q tests
+	$(BIN)/python -m pytest -q benchmarks --benchmark-disable
+
+bench: $(STAMP)
+	$(BIN)/python -m pytest benchmarks --benchmark-only --benchmark-columns=min,median,mean,max,rounds
+
+clean:
+	rm -rf $(VENV) traceward-data

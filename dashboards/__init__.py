@@ -1,0 +1,1 @@
+"""Traceward package."""
