@@ -1,0 +1,239 @@
+"""OTLP trace payloads (protobuf or OTLP/JSON) → validated domain ``Span`` objects.
+
+Pure: no I/O. With the gRPC servicer, the only importer of ``opentelemetry.proto``.
+
+Validation follows the OTLP spec: a request that cannot be parsed at all raises
+``DecodeError`` (→ INVALID_ARGUMENT / 400); individual bad spans (wrong id lengths,
+all-zero ids) are *rejected* and counted, the rest of the batch is kept
+(partial success, https://opentelemetry.io/docs/specs/otlp/#partial-success).
+"""
+
+from __future__ import annotations
+
+import base64
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+import orjson
+from google.protobuf import json_format
+from google.protobuf.message import DecodeError as PBDecodeError
+from opentelemetry.proto.collector.trace.v1 import trace_service_pb2
+from opentelemetry.proto.common.v1 import common_pb2
+from opentelemetry.proto.trace.v1 import trace_pb2
+
+from otlp_receiver.errors import DecodeError
+from otlp_receiver.model import AttrValue, Span, SpanEvent, SpanId, SpanLink, TraceId
+
+MAX_ATTR_DEPTH = 16
+"""Nested kvlist/array values deeper than this are replaced by a marker string."""
+MAX_STRING_BYTES = 256 * 1024
+"""Attribute strings longer than this are truncated (with a marker saying how much was cut)."""
+MAX_REASONS = 5
+"""How many distinct rejection reasons the partial-success message names."""
+
+_ZERO_TRACE = b"\x00" * 16
+_ZERO_SPAN = b"\x00" * 8
+_ID_FIELDS = ("traceId", "spanId", "parentSpanId")
+
+
+@dataclass(slots=True)
+class DecodedBatch:
+    """The outcome of decoding one export request: kept spans and rejection counts."""
+
+    spans: list[Span] = field(default_factory=list)
+    rejected: int = 0
+    reasons: list[str] = field(default_factory=list)
+
+    def reject(self, reason: str) -> None:
+        """Count one rejected span, remembering the first few distinct reasons."""
+        self.rejected += 1
+        if reason not in self.reasons and len(self.reasons) < MAX_REASONS:
+            self.reasons.append(reason)
+
+    @property
+    def error_message(self) -> str:
+        """The partial-success message: the first reasons, joined."""
+        return "; ".join(self.reasons)
+
+
+def parse_protobuf(body: bytes) -> trace_service_pb2.ExportTraceServiceRequest:
+    """Parse binary OTLP (``application/x-protobuf``) into a request message."""
+    request = trace_service_pb2.ExportTraceServiceRequest()
+    try:
+        request.ParseFromString(body)
+    except (PBDecodeError, ValueError, RuntimeError) as exc:
+        raise DecodeError(f"malformed OTLP protobuf payload: {exc}") from exc
+    return request
+
+
+def parse_json(body: bytes) -> trace_service_pb2.ExportTraceServiceRequest:
+    """Parse OTLP/JSON into a request message, with hex ids (not protobuf's base64).
+
+    ``json_format.Parse`` would silently decode a hex ``traceId`` as base64 and produce
+    wrong bytes, so ids are converted hex → base64 first; an invalid hex id becomes a
+    deliberately wrong-length value so the span is rejected (not the whole request).
+    """
+    try:
+        doc = orjson.loads(body)
+    except orjson.JSONDecodeError as exc:
+        raise DecodeError(f"malformed OTLP/JSON payload: {exc}") from exc
+    if not isinstance(doc, dict):
+        raise DecodeError("malformed OTLP/JSON payload: top level must be an object")
+    _fix_json_ids(doc)
+    request = trace_service_pb2.ExportTraceServiceRequest()
+    try:
+        json_format.ParseDict(doc, request, ignore_unknown_fields=True, max_recursion_depth=64)
+    except (json_format.ParseError, ValueError, TypeError, RecursionError) as exc:
+        raise DecodeError(f"invalid OTLP/JSON payload: {_short(str(exc))}") from exc
+    return request
+
+
+def _fix_json_ids(doc: dict[str, Any]) -> None:
+    for rs in _dicts(doc.get("resourceSpans")):
+        for ss in _dicts(rs.get("scopeSpans")):
+            for span in _dicts(ss.get("spans")):
+                _hex_ids_to_b64(span)
+                for link in _dicts(span.get("links")):
+                    _hex_ids_to_b64(link)
+
+
+def _dicts(value: object) -> list[dict[str, Any]]:
+    return [v for v in value if isinstance(v, dict)] if isinstance(value, list) else []
+
+
+def _hex_ids_to_b64(obj: dict[str, Any]) -> None:
+    for key in _ID_FIELDS:
+        value = obj.get(key)
+        if not isinstance(value, str) or not value:
+            continue
+        try:
+            raw = bytes.fromhex(value)
+        except ValueError:
+            raw = b"\xff"  # wrong length on purpose: rejected per span as an invalid id
+        obj[key] = base64.b64encode(raw).decode("ascii")
+
+
+def decode_request(request: trace_service_pb2.ExportTraceServiceRequest) -> DecodedBatch:
+    """Walk resource_spans → scope_spans → spans, decoding and validating each span."""
+    batch = DecodedBatch()
+    for resource_spans in request.resource_spans:
+        resource = decode_attributes(resource_spans.resource.attributes)
+        for scope_spans in resource_spans.scope_spans:
+            scope = scope_spans.scope
+            for pb_span in scope_spans.spans:
+                reason = _invalid_reason(pb_span)
+                if reason:
+                    batch.reject(reason)
+                    continue
+                batch.spans.append(decode_span(pb_span, resource, scope.name, scope.version))
+    return batch
+
+
+def _invalid_reason(span: trace_pb2.Span) -> str | None:
+    if len(span.trace_id) != 16:
+        return f"invalid trace_id: expected 16 bytes, got {len(span.trace_id)}"
+    if span.trace_id == _ZERO_TRACE:
+        return "invalid trace_id: all zeros"
+    if len(span.span_id) != 8:
+        return f"invalid span_id: expected 8 bytes, got {len(span.span_id)}"
+    if span.span_id == _ZERO_SPAN:
+        return "invalid span_id: all zeros"
+    if span.parent_span_id and len(span.parent_span_id) != 8:
+        return f"invalid parent_span_id: expected 8 bytes, got {len(span.parent_span_id)}"
+    return None
+
+
+def decode_span(
+    span: trace_pb2.Span, resource: Mapping[str, AttrValue], scope_name: str = "", scope_version: str = ""
+) -> Span:
+    """Decode one (already validated) protobuf span."""
+    parent = span.parent_span_id
+    return Span(
+        trace_id=TraceId(span.trace_id.hex()),
+        span_id=SpanId(span.span_id.hex()),
+        parent_span_id=SpanId(parent.hex()) if parent and parent != _ZERO_SPAN else None,
+        name=_clip(span.name),
+        kind=int(span.kind),
+        start_ns=int(span.start_time_unix_nano),
+        end_ns=int(span.end_time_unix_nano),
+        status_code=int(span.status.code),
+        status_message=_clip(span.status.message),
+        attributes=decode_attributes(span.attributes),
+        events=tuple(_decode_event(e) for e in span.events),
+        links=tuple(_decode_link(link) for link in span.links if len(link.trace_id) == 16),
+        resource=resource,
+        scope_name=scope_name,
+        scope_version=scope_version,
+        flags=int(span.flags),
+    )
+
+
+def _decode_event(event: trace_pb2.Span.Event) -> SpanEvent:
+    return SpanEvent(name=_clip(event.name), time_ns=int(event.time_unix_nano),
+                     attributes=decode_attributes(event.attributes))
+
+
+def _decode_link(link: trace_pb2.Span.Link) -> SpanLink:
+    return SpanLink(trace_id=TraceId(link.trace_id.hex()), span_id=SpanId(link.span_id.hex()),
+                    attributes=decode_attributes(link.attributes))
+
+
+def decode_attributes(attributes: Any, depth: int = 0) -> dict[str, AttrValue]:
+    """Decode a repeated ``KeyValue`` into a plain dict (last key wins on duplicates)."""
+    return {kv.key: decode_value(kv.value, depth) for kv in attributes}
+
+
+def decode_value(value: common_pb2.AnyValue, depth: int = 0) -> AttrValue:
+    """Decode one ``AnyValue``. Bytes become base64 text so every value is JSON-compatible."""
+    which = value.WhichOneof("value")
+    if which == "string_value":
+        return _clip(value.string_value)
+    if which in ("int_value", "bool_value", "double_value"):
+        return getattr(value, which)
+    if which is None:
+        return None
+    if depth >= MAX_ATTR_DEPTH:
+        return f"[truncated: nesting deeper than {MAX_ATTR_DEPTH}]"
+    if which == "array_value":
+        return [decode_value(v, depth + 1) for v in value.array_value.values]
+    if which == "kvlist_value":
+        return decode_attributes(value.kvlist_value.values, depth + 1)
+    if which == "bytes_value":
+        return base64.b64encode(value.bytes_value[:MAX_STRING_BYTES]).decode("ascii")
+    raise DecodeError(f"unsupported AnyValue field {which!r}")
+
+
+def _clip(text: str) -> str:
+    if len(text) <= MAX_STRING_BYTES // 4:  # fast path: cannot exceed the byte limit
+        return text
+    encoded = text.encode("utf-8")
+    if len(encoded) <= MAX_STRING_BYTES:
+        return text
+    cut = encoded[:MAX_STRING_BYTES].decode("utf-8", errors="ignore")
+    return f"{cut}…[truncated {len(encoded) - MAX_STRING_BYTES} bytes]"
+
+
+def _short(text: str, limit: int = 300) -> str:
+    return text if len(text) <= limit else text[:limit] + "…"
+
+
+def encode_partial_success_json(rejected: int, message: str) -> bytes:
+    """The OTLP/JSON ExportTraceServiceResponse body (int64 as a decimal string)."""
+    if not rejected and not message:
+        return b"{}"
+    return orjson.dumps({"partialSuccess": {"rejectedSpans": str(rejected), "errorMessage": message}})
+
+
+def encode_partial_success_protobuf(rejected: int, message: str) -> bytes:
+    """The binary ExportTraceServiceResponse."""
+    return make_response(rejected, message).SerializeToString()
+
+
+def make_response(rejected: int, message: str) -> trace_service_pb2.ExportTraceServiceResponse:
+    """An ExportTraceServiceResponse, with partial_success set only when there is something to say."""
+    response = trace_service_pb2.ExportTraceServiceResponse()
+    if rejected or message:
+        response.partial_success.rejected_spans = rejected
+        response.partial_success.error_message = message
+    return response

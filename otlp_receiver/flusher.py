@@ -1,0 +1,240 @@
+"""The flusher: moves write-ahead-log records into the step table and the run index.
+
+One background thread. Each round reads records from the checkpoint, hashes and chains the
+steps, appends them to Delta in one commit (tagged with the WAL end position), then in one
+SQLite transaction updates the span index and the runs and advances the checkpoint.
+
+Exactly once: if the process dies after the Delta commit but before the SQLite commit,
+the next round sees Delta's app-transaction version ahead of the checkpoint, rebuilds the
+same batch (same records, same seqs, same hashes) and applies only the SQLite half.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any
+
+import orjson
+import pyarrow as pa
+
+from otlp_receiver.chain import chain_hash, encode_payload, genesis_hash, step_record
+from otlp_receiver.columns import STEP_COLUMN_NAMES
+from otlp_receiver.ingest import Sequencer, draft_from_dict
+from otlp_receiver.model import StepType, make_step_id
+from otlp_receiver.pricing import PriceTable
+from otlp_receiver.store.index import RunIndex
+from otlp_receiver.store.runs import apply_run_updates
+from otlp_receiver.store.steps import StepTable
+from otlp_receiver.wal import WriteAheadLog
+
+logger = logging.getLogger(__name__)
+
+CHECKPOINT_KEY = "wal_checkpoint"
+_NS_PER_DAY = 86_400 * 1_000_000_000
+
+
+@dataclass(slots=True)
+class Batch:
+    """One flush round's worth of WAL records, decoded."""
+
+    end: int
+    rows: dict[str, list[Any]] = field(default_factory=lambda: {c: [] for c in STEP_COLUMN_NAMES})
+    summaries: list[tuple[str, str, dict[str, Any]]] = field(default_factory=list)  # tenant, project, summary
+    created: list[tuple[str, str, dict[str, Any]]] = field(default_factory=list)
+    finished: list[dict[str, Any]] = field(default_factory=list)
+    heads: dict[tuple[str, str], tuple[str, int]] = field(default_factory=dict)  # (tenant, run) → (hash, next seq)
+    projects: dict[tuple[str, str], str] = field(default_factory=dict)
+
+    @property
+    def step_count(self) -> int:
+        """Steps in this batch."""
+        return len(self.rows["seq"])
+
+
+FlushListener = Callable[[Batch], None]
+
+
+class Flusher:
+    """Background WAL → stores mover."""
+
+    def __init__(self, wal: WriteAheadLog, index: RunIndex, steps: StepTable, sequencer: Sequencer,
+                 prices: PriceTable, *, interval_s: float = 0.2, max_records: int = 2_000,
+                 compact_every_s: float = 60.0) -> None:
+        self.wal, self.index, self.steps, self.sequencer, self.prices = wal, index, steps, sequencer, prices
+        self.interval_s = interval_s
+        self.max_records = max_records
+        self.compact_every_s = compact_every_s
+        self.listeners: list[FlushListener] = []
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+        self._flushed = threading.Condition()
+        self._position = self.checkpoint()
+        self._last_compact = time.monotonic()
+        self.last_flush_s = 0.0
+
+    def checkpoint(self) -> int:
+        """The WAL position up to which records are in both stores."""
+        return int(self.index.get_meta(CHECKPOINT_KEY) or 0)
+
+    # -- lifecycle -------------------------------------------------------------------------------------------
+
+    def start(self) -> None:
+        """Start the background thread (after draining what the WAL already holds)."""
+        self.drain()
+        self._thread = threading.Thread(target=self._loop, name="traceward-flusher", daemon=True)
+        self._thread.start()
+
+    def stop(self) -> None:
+        """Flush what is left and stop the thread."""
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join(timeout=30)
+        self.drain()
+
+    def drain(self) -> None:
+        """Flush until the WAL is empty (used at start-up and shutdown)."""
+        while self.flush_once():
+            pass
+
+    def wait_flushed(self, position: int, timeout_s: float = 10.0) -> bool:
+        """Block until records up to ``position`` are queryable."""
+        deadline = time.monotonic() + timeout_s
+        with self._flushed:
+            while self._position < position:
+                remaining = deadline - time.monotonic()
+                if remaining <= 0:
+                    return False
+                self._flushed.wait(remaining)
+        return True
+
+    def _loop(self) -> None:
+        while not self._stop.is_set():
+            try:
+                if not self.flush_once():
+                    self.wal.wait_for_data(self._position, self.interval_s)
+                self._maybe_compact()
+            except Exception:  # process boundary: log and keep the flusher alive
+                logger.exception("flush round failed; retrying")
+                self._stop.wait(1.0)
+
+    # -- one round -------------------------------------------------------------------------------------------
+
+    def flush_once(self) -> bool:
+        """Move one batch of WAL records into the stores; False when there was nothing to do."""
+        started = time.perf_counter()
+        checkpoint = self.checkpoint()
+        delta_end = self.steps.committed_wal_end()
+        records = self._read(checkpoint, delta_end)
+        if not records:
+            return False
+        batch = self._build(records)
+        if delta_end < batch.end and batch.step_count:
+            self.steps.append(pa.table(batch.rows), wal_end=batch.end)
+        apply_run_updates(self.index, batch, self.prices, checkpoint_key=CHECKPOINT_KEY)
+        self._advance(batch.end)
+        self.last_flush_s = time.perf_counter() - started
+        for listener in self.listeners:
+            listener(batch)
+        return True
+
+    def _read(self, checkpoint: int, delta_end: int) -> list[tuple[bytes, int]]:
+        records = []
+        for payload, end in self.wal.read_from(checkpoint, max_records=self.max_records):
+            if checkpoint < delta_end < end:
+                break  # rebuild exactly the batch Delta already committed, no more
+            records.append((payload, end))
+            if end == delta_end:
+                break
+        return records
+
+    def _advance(self, end: int) -> None:
+        self.sequencer.flushed(end)
+        self.wal.drop_before(end)
+        with self._flushed:
+            self._position = end
+            self._flushed.notify_all()
+
+    def _maybe_compact(self) -> None:
+        if time.monotonic() - self._last_compact < self.compact_every_s:
+            return
+        self._last_compact = time.monotonic()
+        if self.steps.small_file_count() > 8:
+            self.steps.compact()
+
+    def _build(self, records: Sequence[tuple[bytes, int]]) -> Batch:
+        batch = Batch(end=records[-1][1])
+        for payload, _ in records:
+            record = orjson.loads(payload)
+            kind = record["kind"]
+            if kind == "steps":
+                self._add_steps(batch, record)
+            elif kind == "run":
+                batch.created.append((record["tenant"], record["project"], record["run"]))
+            elif kind == "finish":
+                batch.finished.append(record)
+        return batch
+
+    def _add_steps(self, batch: Batch, record: dict[str, Any]) -> None:
+        tenant, project = record["tenant"], record["project"]
+        for summary in record["runs"].values():
+            batch.summaries.append((tenant, project, summary))
+        for run_id, seq, data in record["items"]:
+            batch.projects[(tenant, run_id)] = project
+            self._add_row(batch, tenant, project, run_id, seq, data, record["received_ns"])
+
+    def _add_row(self, batch: Batch, tenant: str, project: str, run_id: str, seq: int,
+                 data: dict[str, Any], received_ns: int) -> None:
+        draft = draft_from_dict(data)
+        payload_text, p_hash = encode_payload(draft.payload)
+        prev = self._head(batch, tenant, run_id)
+        meta = data["redaction_meta"]
+        record = step_record(seq=seq, type=draft.type.value, name=draft.name, trace_id=draft.trace_id,
+                             span_id=draft.span_id, parent_span_id=draft.parent_span_id,
+                             start_ns=draft.start_ns, payload_hash=p_hash, redaction_meta=meta)
+        c_hash = chain_hash(prev, record)
+        batch.heads[(tenant, run_id)] = (c_hash, seq + 1)
+        resource = draft.payload.get("resource") or {}
+        env = resource.get("deployment.environment.name", resource.get("deployment.environment"))
+        values = {
+            **data, "tenant_id": tenant, "project_id": project, "run_id": run_id, "seq": seq,
+            "day": _day(draft.start_ns or received_ns), "type": draft.type.value,
+            "step_id": make_step_id(tenant, draft.trace_id, draft.span_id),
+            "duration_ns": max(0, draft.end_ns - draft.start_ns),
+            "cost_source": "reported" if draft.cost_usd is not None else None,
+            "decision_token_id": None, "binding": None,
+            "redaction_count": len(meta["paths"]) if meta else 0,
+            "redaction_meta": orjson.dumps(meta).decode() if meta else None,
+            "payload": payload_text, "payload_hash": p_hash, "prev_hash": prev,
+            "chain_hash": c_hash, "schema_version": 1, "ingested_ns": received_ns,
+            "service": _str(resource.get("service.name")), "service_version": _str(resource.get("service.version")),
+            "environment": _str(env),
+        }
+        for name, column in batch.rows.items():
+            column.append(values.get(name))
+
+    def _head(self, batch: Batch, tenant: str, run_id: str) -> str:
+        head = batch.heads.get((tenant, run_id))
+        if head is not None:
+            return head[0]
+        row = self.index.get_run_row(tenant, run_id)
+        if row and row["head_hash"]:
+            return str(row["head_hash"])
+        return genesis_hash(tenant, run_id)
+
+
+def _day(ns: int) -> str:
+    return datetime.fromtimestamp(ns // _NS_PER_DAY * 86_400, tz=UTC).strftime("%Y-%m-%d")
+
+
+def _str(value: object) -> str | None:
+    return value if isinstance(value, str) else None
+
+
+def is_usage_relevant(step_type: str, tokens: object, status: str) -> bool:
+    """Whether a new step can change a run's usage totals (model, tool, error or token-bearing)."""
+    return step_type in (StepType.MODEL, StepType.TOOL, StepType.ERROR) or tokens is not None or status == "error"

@@ -1,0 +1,256 @@
+"""The ingest hot path: spans (or REST steps) → redacted, mapped, sequenced → write-ahead log.
+
+An export is acknowledged when ``ingest_spans`` returns: by then its steps are in the WAL
+(fsync'd), each with its final per-run ``seq``. Retried spans (same trace_id + span_id) are
+recognised and not stored twice. The flusher (``flusher.py``) later moves WAL records into
+the step table and the run index.
+
+WAL record shapes (orjson):
+  {"kind": "steps", "tenant", "project", "received_ns", "runs": {run_id: RunSummary-dict},
+   "items": [[run_id, seq, StepDraft-dict], ...]}
+  {"kind": "run", "tenant", "project", "run": {...}}          REST POST /v1/runs
+  {"kind": "finish", "tenant", "run_id", "status", "finished_ns"}
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import threading
+import time
+from collections import OrderedDict
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import orjson
+
+from otlp_receiver.errors import ConflictError, NotFoundError
+from otlp_receiver.mapping import map_span, summarize_runs
+from otlp_receiver.model import (
+    RedactionMeta,
+    RedactionRuleHit,
+    RunStatus,
+    RunSummary,
+    Span,
+    StepDraft,
+    StepType,
+)
+from otlp_receiver.store.index import RunIndex
+from otlp_receiver.wal import WriteAheadLog
+
+Redact = Callable[[str, Span], tuple[Span, RedactionMeta]]
+"""(tenant_id, span) → (redacted span, what was redacted). Injected by the server."""
+
+_DRAFT_FIELDS = tuple(f.name for f in dataclasses.fields(StepDraft))
+
+
+@dataclass(slots=True)
+class _RunSeq:
+    next_seq: int
+    seen: set[str] = field(default_factory=set)
+    has_history: bool = False  # the run had flushed spans before this entry was loaded
+    pending_until: int = 0  # WAL position of the last record that assigned a seq here
+
+
+@dataclass(frozen=True, slots=True)
+class IngestResult:
+    """What happened to an accepted batch."""
+
+    accepted: int
+    duplicates: int
+    wal_position: int
+
+
+class Sequencer:
+    """Per-run seq counters and dedupe sets, authoritative for spans not yet flushed.
+
+    An entry may be evicted only once everything it assigned is flushed; then the run
+    index holds the same facts (step_count = next seq, spans table = seen ids).
+    """
+
+    def __init__(self, index: RunIndex, *, max_runs: int = 50_000) -> None:
+        self.index = index
+        self.max_runs = max_runs
+        self._runs: OrderedDict[tuple[str, str], _RunSeq] = OrderedDict()
+        self._flushed = 0
+
+    def entry(self, tenant_id: str, run_id: str) -> _RunSeq:
+        """The (possibly freshly loaded) state of one run."""
+        key = (tenant_id, run_id)
+        state = self._runs.get(key)
+        if state is None:
+            row = self.index.get_run_row(tenant_id, run_id)
+            state = _RunSeq(next_seq=row["step_count"] if row else 0, has_history=row is not None)
+            self._runs[key] = state
+            self._evict()
+        else:
+            self._runs.move_to_end(key)
+        return state
+
+    def exists(self, tenant_id: str, run_id: str) -> bool:
+        """Whether the run is known (pending in the WAL or in the index)."""
+        return (tenant_id, run_id) in self._runs or self.index.get_run_row(tenant_id, run_id) is not None
+
+    def assign(self, tenant_id: str, run_id: str, span_ids: Sequence[str]) -> list[int | None]:
+        """A seq for each new span id, None for a duplicate (already stored or pending)."""
+        state = self.entry(tenant_id, run_id)
+        fresh = [s for s in span_ids if s not in state.seen]
+        known = self.index.known_span_ids(tenant_id, run_id, fresh) if state.has_history and fresh else set()
+        out: list[int | None] = []
+        for span_id in span_ids:
+            if span_id in state.seen or span_id in known:
+                out.append(None)
+                continue
+            state.seen.add(span_id)
+            out.append(state.next_seq)
+            state.next_seq += 1
+        return out
+
+    def mark_pending(self, tenant_id: str, run_ids: Iterable[str], position: int) -> None:
+        """Record that these runs have WAL records up to ``position`` not yet flushed."""
+        for run_id in run_ids:
+            self._runs[(tenant_id, run_id)].pending_until = position
+
+    def flushed(self, position: int) -> None:
+        """The flusher has stored everything up to ``position``."""
+        self._flushed = position
+        self._evict()
+
+    def _evict(self) -> None:
+        while len(self._runs) > self.max_runs:
+            key, state = next(iter(self._runs.items()))
+            if state.pending_until > self._flushed:
+                return  # the oldest entry still has unflushed seqs: keep everything for now
+            del self._runs[key]
+
+
+class IngestPipeline:
+    """Redact → map → sequence → WAL, under one lock so seqs reach the log in order."""
+
+    def __init__(self, wal: WriteAheadLog, sequencer: Sequencer, *, redact: Redact | None = None) -> None:
+        self.wal = wal
+        self.sequencer = sequencer
+        self.redact = redact
+        self._lock = threading.Lock()
+
+    def ingest_spans(self, tenant_id: str, project_id: str, spans: Sequence[Span]) -> IngestResult:
+        """Make a batch of decoded spans durable. Returns once they are in the WAL."""
+        if not spans:
+            return IngestResult(0, 0, self.wal.end_position())
+        drafts = [self._draft(tenant_id, s) for s in spans]
+        summaries = {k: _summary_dict(v) for k, v in summarize_runs(spans).items()}
+        by_run: dict[str, list[StepDraft]] = {}
+        for draft in drafts:
+            by_run.setdefault(draft.trace_id, []).append(draft)
+        with self._lock:
+            items = self._sequence(tenant_id, by_run)
+            record = {"kind": "steps", "tenant": tenant_id, "project": project_id,
+                      "received_ns": time.time_ns(), "runs": summaries, "items": items}
+            position = self.wal.append(orjson.dumps(record))
+            self.sequencer.mark_pending(tenant_id, by_run, position)
+        return IngestResult(len(items), len(drafts) - len(items), position)
+
+    def _draft(self, tenant_id: str, span: Span) -> StepDraft:
+        meta = None
+        if self.redact is not None:
+            span, meta = self.redact(tenant_id, span)
+        draft = map_span(span)
+        if meta is not None and not meta.is_empty():
+            draft = dataclasses.replace(draft, redaction_meta=meta)
+        return draft
+
+    def _sequence(self, tenant_id: str, by_run: dict[str, list[StepDraft]]) -> list[list[Any]]:
+        items: list[list[Any]] = []
+        for run_id, drafts in by_run.items():
+            drafts.sort(key=lambda d: (d.start_ns, d.span_id))
+            seqs = self.sequencer.assign(tenant_id, run_id, [d.span_id for d in drafts])
+            items.extend([run_id, seq, draft_to_dict(d)] for seq, d in zip(seqs, drafts, strict=True)
+                         if seq is not None)
+        return items
+
+    # -- REST ingest -----------------------------------------------------------------------------------------
+
+    def create_run(self, tenant_id: str, project_id: str, run: dict[str, Any]) -> int:
+        """Register a REST-created run (``run`` holds run_id, name, tags, started_ns, ...)."""
+        with self._lock:
+            if self.sequencer.exists(tenant_id, run["run_id"]):
+                raise ConflictError(f"run {run['run_id']} already exists")
+            self.sequencer.entry(tenant_id, run["run_id"])
+            record = {"kind": "run", "tenant": tenant_id, "project": project_id, "run": run}
+            position = self.wal.append(orjson.dumps(record))
+            self.sequencer.mark_pending(tenant_id, [run["run_id"]], position)
+        return position
+
+    def append_steps(self, tenant_id: str, project_id: str, run_id: str,
+                     drafts: Sequence[StepDraft]) -> tuple[list[int], int]:
+        """Append REST steps to an existing run; returns their seqs (in request order) and the WAL position."""
+        drafts = [self._redact_draft(tenant_id, d) for d in drafts]
+        with self._lock:
+            if not self.sequencer.exists(tenant_id, run_id):
+                raise NotFoundError(f"run {run_id} not found")
+            seqs = self.sequencer.assign(tenant_id, run_id, [d.span_id for d in drafts])
+            if any(s is None for s in seqs):
+                raise ConflictError("a step with this span_id already exists in the run")
+            items = [[run_id, seq, draft_to_dict(d)] for seq, d in zip(seqs, drafts, strict=True)]
+            record = {"kind": "steps", "tenant": tenant_id, "project": project_id,
+                      "received_ns": time.time_ns(), "runs": {}, "items": items}
+            position = self.wal.append(orjson.dumps(record))
+            self.sequencer.mark_pending(tenant_id, [run_id], position)
+        return [s for s in seqs if s is not None], position
+
+    def _redact_draft(self, tenant_id: str, draft: StepDraft) -> StepDraft:
+        if self.redact is None:
+            return draft
+        span = Span(trace_id=draft.trace_id, span_id=draft.span_id, parent_span_id=draft.parent_span_id,
+                    name=draft.name, kind=draft.kind, start_ns=draft.start_ns, end_ns=draft.end_ns,
+                    attributes={"traceward.payload": orjson.dumps(draft.payload).decode()})
+        redacted, meta = self.redact(tenant_id, span)
+        if meta.is_empty():
+            return draft
+        payload = orjson.loads(redacted.attributes["traceward.payload"])
+        return dataclasses.replace(draft, payload=payload, redaction_meta=meta)
+
+    def finish_run(self, tenant_id: str, run_id: str, status: RunStatus, finished_ns: int) -> int:
+        """Record an explicit finish (idempotent: the first finish wins)."""
+        with self._lock:
+            if not self.sequencer.exists(tenant_id, run_id):
+                raise NotFoundError(f"run {run_id} not found")
+            record = {"kind": "finish", "tenant": tenant_id, "run_id": run_id,
+                      "status": status.value, "finished_ns": finished_ns}
+            return self.wal.append(orjson.dumps(record))
+
+
+def draft_to_dict(draft: StepDraft) -> dict[str, Any]:
+    """StepDraft → JSON-ready dict (the WAL item form)."""
+    out = {name: getattr(draft, name) for name in _DRAFT_FIELDS}
+    meta: RedactionMeta = out["redaction_meta"]
+    out["redaction_meta"] = None if meta.is_empty() else redaction_meta_to_dict(meta)
+    return out
+
+
+def draft_from_dict(data: dict[str, Any]) -> StepDraft:
+    """Inverse of :func:`draft_to_dict`."""
+    values = dict(data)
+    values["type"] = StepType(values["type"])
+    meta = values.get("redaction_meta")
+    values["redaction_meta"] = redaction_meta_from_dict(meta) if meta else RedactionMeta()
+    return StepDraft(**values)
+
+
+def redaction_meta_to_dict(meta: RedactionMeta) -> dict[str, Any]:
+    """The wire form ``{"paths": [...], "rules": [{"rule_id", "reason"}]}``."""
+    return {"paths": list(meta.paths),
+            "rules": [{"rule_id": r.rule_id, "reason": r.reason} for r in meta.rules]}
+
+
+def redaction_meta_from_dict(data: dict[str, Any]) -> RedactionMeta:
+    """Inverse of :func:`redaction_meta_to_dict`."""
+    return RedactionMeta(paths=tuple(data.get("paths", ())),
+                         rules=tuple(RedactionRuleHit(r["rule_id"], r["reason"]) for r in data.get("rules", ())))
+
+
+def _summary_dict(summary: RunSummary) -> dict[str, Any]:
+    out = dataclasses.asdict(summary)
+    out["tags"] = dict(summary.tags)
+    out["root_status"] = summary.root_status.value if summary.root_status else None
+    return out

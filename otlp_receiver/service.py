@@ -1,0 +1,205 @@
+"""OTLP entry points: the gRPC TraceService servicer and the OTLP/HTTP request handler.
+
+Thin: authenticate → decode → hand spans to an injected ``sink`` → answer as the OTLP spec
+says (https://opentelemetry.io/docs/specs/otlp/):
+- some spans invalid → OK / 200 with ``partial_success{rejected_spans, error_message}``;
+- the whole payload unparseable → INVALID_ARGUMENT / 400 (not retryable);
+- missing or wrong credentials → UNAUTHENTICATED / 401;
+- overloaded → RESOURCE_EXHAUSTED with ``google.rpc.RetryInfo`` / 429 + Retry-After;
+- storage unavailable → UNAVAILABLE / 503 (retryable).
+Knows nothing about storage or HTTP frameworks.
+"""
+
+from __future__ import annotations
+
+import logging
+import zlib
+from collections.abc import Callable, Mapping, Sequence
+from concurrent import futures
+from dataclasses import dataclass
+
+import grpc
+from google.protobuf import duration_pb2
+from google.rpc import code_pb2, error_details_pb2, status_pb2
+from opentelemetry.proto.collector.trace.v1 import trace_service_pb2, trace_service_pb2_grpc
+
+from otlp_receiver.decode import (
+    DecodedBatch,
+    decode_request,
+    encode_partial_success_json,
+    encode_partial_success_protobuf,
+    make_response,
+    parse_json,
+    parse_protobuf,
+)
+from otlp_receiver.errors import (
+    AppError,
+    AuthenticationError,
+    DecodeError,
+    OverloadedError,
+    PayloadTooLargeError,
+    StorageError,
+)
+from otlp_receiver.model import Span
+
+logger = logging.getLogger(__name__)
+
+MAX_HTTP_BODY_BYTES = 20 * 1024 * 1024
+"""OTLP/HTTP limit after decompression (the spec's recommended 20 MiB)."""
+
+
+@dataclass(frozen=True, slots=True)
+class IngestIdentity:
+    """Who is sending: the tenant and project of an ingest credential."""
+
+    tenant_id: str
+    project_id: str
+
+
+Authenticate = Callable[[str | None], IngestIdentity]
+"""Authorization header value (or None) → identity; raises AuthenticationError / OverloadedError."""
+Sink = Callable[[IngestIdentity, Sequence[Span]], object]
+"""Makes decoded spans durable; raises OverloadedError or StorageError."""
+
+
+def decode_and_sink(identity: IngestIdentity, request: trace_service_pb2.ExportTraceServiceRequest,
+                    sink: Sink) -> DecodedBatch:
+    """Decode a parsed request and hand its valid spans to the sink."""
+    batch = decode_request(request)
+    if batch.spans:
+        sink(identity, batch.spans)
+    return batch
+
+
+# -- gRPC ----------------------------------------------------------------------------------------------------
+
+class TraceServicer(trace_service_pb2_grpc.TraceServiceServicer):  # type: ignore[misc]  # untyped *_pb2_grpc base
+    """``opentelemetry.proto.collector.trace.v1.TraceService/Export``."""
+
+    def __init__(self, authenticate: Authenticate, sink: Sink) -> None:
+        self.authenticate = authenticate
+        self.sink = sink
+
+    def Export(self, request: trace_service_pb2.ExportTraceServiceRequest,  # noqa: N802 - gRPC method name
+               context: grpc.ServicerContext) -> trace_service_pb2.ExportTraceServiceResponse:
+        """Handle one export."""
+        try:
+            identity = self.authenticate(_metadata_value(context.invocation_metadata(), "authorization"))
+            batch = decode_and_sink(identity, request, self.sink)
+        except AppError as exc:
+            _abort(context, exc)
+        except Exception:  # process boundary: log once, answer INTERNAL, keep serving
+            logger.exception("unexpected error in OTLP gRPC Export")
+            context.abort(grpc.StatusCode.INTERNAL, "internal error")
+        return make_response(batch.rejected, batch.error_message)
+
+
+def _metadata_value(metadata: Sequence[tuple[str, str | bytes]] | None, key: str) -> str | None:
+    for name, value in metadata or ():
+        if name.lower() == key:
+            return value.decode("latin-1") if isinstance(value, bytes) else value
+    return None
+
+
+_GRPC_CODES: Mapping[type[AppError], tuple[grpc.StatusCode, int]] = {
+    AuthenticationError: (grpc.StatusCode.UNAUTHENTICATED, code_pb2.UNAUTHENTICATED),
+    PayloadTooLargeError: (grpc.StatusCode.INVALID_ARGUMENT, code_pb2.INVALID_ARGUMENT),
+    DecodeError: (grpc.StatusCode.INVALID_ARGUMENT, code_pb2.INVALID_ARGUMENT),
+    OverloadedError: (grpc.StatusCode.RESOURCE_EXHAUSTED, code_pb2.RESOURCE_EXHAUSTED),
+    StorageError: (grpc.StatusCode.UNAVAILABLE, code_pb2.UNAVAILABLE),
+}
+
+
+def _grpc_code(exc: AppError) -> tuple[grpc.StatusCode, int]:
+    for cls in type(exc).__mro__:
+        if cls in _GRPC_CODES:
+            return _GRPC_CODES[cls]
+    if exc.code == "invalid_input":
+        return grpc.StatusCode.INVALID_ARGUMENT, code_pb2.INVALID_ARGUMENT
+    if exc.code == "permission_denied":
+        return grpc.StatusCode.PERMISSION_DENIED, code_pb2.PERMISSION_DENIED
+    return grpc.StatusCode.INTERNAL, code_pb2.INTERNAL
+
+
+def _abort(context: grpc.ServicerContext, exc: AppError) -> None:
+    code, rpc_code = _grpc_code(exc)
+    status = status_pb2.Status(code=rpc_code, message=exc.message)
+    if isinstance(exc, OverloadedError):
+        retry = error_details_pb2.RetryInfo(retry_delay=duration_pb2.Duration(
+            seconds=int(exc.retry_after_s), nanos=int((exc.retry_after_s % 1) * 1e9)))
+        status.details.add().Pack(retry)
+    context.set_trailing_metadata((("grpc-status-details-bin", status.SerializeToString()),))
+    context.abort(code, exc.message)
+
+
+def start_grpc_server(servicer: TraceServicer, *, host: str, port: int, max_message_bytes: int,
+                      max_workers: int = 8, max_concurrent_rpcs: int = 64) -> tuple[grpc.Server, int]:
+    """Start the OTLP gRPC server; returns it and the bound port (port 0 picks a free one).
+
+    Over ``max_concurrent_rpcs`` gRPC itself answers RESOURCE_EXHAUSTED; over
+    ``max_message_bytes`` it answers RESOURCE_EXHAUSTED too (which clients must not retry).
+    """
+    server = grpc.server(
+        futures.ThreadPoolExecutor(max_workers=max_workers, thread_name_prefix="otlp-grpc"),
+        options=[("grpc.max_receive_message_length", max_message_bytes),
+                 ("grpc.max_send_message_length", 4 * 1024 * 1024)],
+        maximum_concurrent_rpcs=max_concurrent_rpcs,
+    )
+    trace_service_pb2_grpc.add_TraceServiceServicer_to_server(servicer, server)
+    bound = server.add_insecure_port(f"{host}:{port}")
+    if bound == 0:
+        raise StorageError(f"cannot bind the OTLP gRPC port {host}:{port}")
+    server.start()
+    return server, bound
+
+
+# -- OTLP/HTTP -----------------------------------------------------------------------------------------------
+
+@dataclass(frozen=True, slots=True)
+class HttpReply:
+    """What the HTTP layer should send back."""
+
+    status: int
+    body: bytes
+    content_type: str
+
+
+def handle_http_export(body: bytes, *, content_type: str, content_encoding: str, identity: IngestIdentity,
+                       sink: Sink, max_body_bytes: int = MAX_HTTP_BODY_BYTES) -> HttpReply:
+    """Decode an OTLP/HTTP ``POST /v1/traces`` body and sink its spans.
+
+    Raises AppError subclasses for the HTTP layer to map (DecodeError → 400,
+    PayloadTooLargeError → 413, …). Unsupported media types raise DecodeError.
+    """
+    media = content_type.split(";")[0].strip().lower()
+    if media not in ("application/x-protobuf", "application/json", "application/protobuf"):
+        raise DecodeError(f"unsupported Content-Type {media!r}: use application/x-protobuf or application/json")
+    raw = decompress(body, content_encoding, max_body_bytes)
+    is_json = media == "application/json"
+    request = parse_json(raw) if is_json else parse_protobuf(raw)
+    batch = decode_and_sink(identity, request, sink)
+    if is_json:
+        return HttpReply(200, encode_partial_success_json(batch.rejected, batch.error_message), "application/json")
+    return HttpReply(200, encode_partial_success_protobuf(batch.rejected, batch.error_message),
+                     "application/x-protobuf")
+
+
+def decompress(body: bytes, encoding: str, limit: int) -> bytes:
+    """Undo Content-Encoding (identity or gzip), refusing output over ``limit`` bytes."""
+    encoding = (encoding or "identity").strip().lower()
+    if encoding in ("", "identity"):
+        if len(body) > limit:
+            raise PayloadTooLargeError(f"request body over {limit} bytes")
+        return body
+    if encoding not in ("gzip", "x-gzip"):
+        raise DecodeError(f"unsupported Content-Encoding {encoding!r}: use gzip or none")
+    inflater = zlib.decompressobj(wbits=16 + zlib.MAX_WBITS)
+    try:
+        out = inflater.decompress(body, limit + 1)
+    except zlib.error as exc:
+        raise DecodeError(f"malformed gzip body: {exc}") from exc
+    if len(out) > limit or inflater.unconsumed_tail:
+        raise PayloadTooLargeError(f"decompressed request body over {limit} bytes")
+    if not inflater.eof:
+        raise DecodeError("malformed gzip body: truncated stream")
+    return out

@@ -1,0 +1,83 @@
+"""Named, transactional migrations of the SQLite state (sqlite-utils ``Migrations``).
+
+Append new migrations at the end; never edit one that has shipped.
+"""
+
+from __future__ import annotations
+
+from sqlite_utils import Database
+from sqlite_utils.migrations import Migrations
+
+migrations = Migrations("traceward")
+
+
+@migrations()
+def m001_runs(db: Database) -> None:
+    """The run index: one row per run, with the columns the runs list filters and sorts on."""
+    db.execute("""
+        CREATE TABLE runs (
+            tenant_id TEXT NOT NULL, project_id TEXT NOT NULL, run_id TEXT NOT NULL,
+            trace_id TEXT, parent_run_id TEXT, name TEXT,
+            status TEXT NOT NULL DEFAULT 'running', explicit_status TEXT,
+            started_ns INTEGER NOT NULL, finished_ns INTEGER, last_end_ns INTEGER,
+            root_span_id TEXT, root_end_ns INTEGER,
+            service TEXT, service_version TEXT, environment TEXT, agent TEXT,
+            session_id TEXT, user_id TEXT, tags TEXT NOT NULL DEFAULT '{}',
+            model_names TEXT NOT NULL DEFAULT '[]', tool_names TEXT NOT NULL DEFAULT '[]',
+            tool_count INTEGER NOT NULL DEFAULT 0, step_count INTEGER NOT NULL DEFAULT 0,
+            error_count INTEGER NOT NULL DEFAULT 0,
+            tokens_in INTEGER NOT NULL DEFAULT 0, tokens_out INTEGER NOT NULL DEFAULT 0,
+            tokens_cache_read INTEGER NOT NULL DEFAULT 0, tokens_cache_write INTEGER NOT NULL DEFAULT 0,
+            tokens_reasoning INTEGER NOT NULL DEFAULT 0,
+            cost_usd REAL, cost_source TEXT, unpriced_models TEXT NOT NULL DEFAULT '[]',
+            head_hash TEXT NOT NULL DEFAULT '', updated_ns INTEGER NOT NULL DEFAULT 0,
+            PRIMARY KEY (tenant_id, run_id)
+        ) WITHOUT ROWID""")
+    for name, cols in {
+        "runs_by_start": "tenant_id, started_ns DESC, run_id DESC",
+        "runs_by_status": "tenant_id, status, started_ns DESC, run_id DESC",
+        "runs_by_service": "tenant_id, service, started_ns DESC, run_id DESC",
+        "runs_by_agent": "tenant_id, agent, started_ns DESC, run_id DESC",
+        "runs_by_error": "tenant_id, error_count, started_ns DESC, run_id DESC",
+    }.items():
+        db.execute(f"CREATE INDEX {name} ON runs ({cols})")
+
+
+@migrations()
+def m002_run_facets(db: Database) -> None:
+    """Side tables for list-valued filters (model, tool, tag) so each filter is an index range."""
+    for table, cols in {"run_models": "model TEXT NOT NULL", "run_tools": "tool TEXT NOT NULL",
+                        "run_tags": "key TEXT NOT NULL, value TEXT NOT NULL"}.items():
+        facet = cols.replace(" TEXT NOT NULL", "")
+        db.execute(f"""CREATE TABLE {table} (tenant_id TEXT NOT NULL, run_id TEXT NOT NULL, {cols},
+                       started_ns INTEGER NOT NULL, PRIMARY KEY (tenant_id, run_id, {facet})) WITHOUT ROWID""")
+        db.execute(f"CREATE INDEX {table}_lookup ON {table} (tenant_id, {facet}, started_ns DESC, run_id DESC)")
+
+
+@migrations()
+def m003_spans(db: Database) -> None:
+    """The span index: dedupe key (trace_id + span_id), seq, tree links and usage fields per step."""
+    db.execute("""
+        CREATE TABLE spans (
+            tenant_id TEXT NOT NULL, run_id TEXT NOT NULL, span_id TEXT NOT NULL, seq INTEGER NOT NULL,
+            parent_span_id TEXT, type TEXT NOT NULL, status TEXT NOT NULL, day TEXT NOT NULL,
+            start_ns INTEGER NOT NULL, end_ns INTEGER NOT NULL,
+            model_name TEXT, tool_name TEXT, tool_call_id TEXT,
+            tokens_in INTEGER, tokens_out INTEGER, tokens_total INTEGER, tokens_cache_read INTEGER,
+            tokens_cache_write INTEGER, tokens_reasoning INTEGER, cost_usd REAL,
+            PRIMARY KEY (tenant_id, run_id, span_id)
+        ) WITHOUT ROWID""")
+    db.execute("CREATE UNIQUE INDEX spans_by_seq ON spans (tenant_id, run_id, seq)")
+
+
+@migrations()
+def m004_meta_and_keys(db: Database) -> None:
+    """Key/value state (WAL checkpoint) and hashed API keys (ingest keys and people's keys)."""
+    db.execute("CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT NOT NULL)")
+    db.execute("""
+        CREATE TABLE api_keys (
+            key_id TEXT PRIMARY KEY, prefix TEXT NOT NULL UNIQUE, secret_hash TEXT NOT NULL,
+            tenant_id TEXT NOT NULL, project_id TEXT NOT NULL, role TEXT NOT NULL,
+            name TEXT NOT NULL DEFAULT '', created_ns INTEGER NOT NULL, revoked_ns INTEGER,
+            expires_ns INTEGER
+        )""")

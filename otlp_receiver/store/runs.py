@@ -1,0 +1,181 @@
+"""The SQLite half of a flush: span index rows, run rows, facets and the WAL checkpoint, in one transaction.
+
+Runs update incrementally as spans of a trace arrive in any order and many batches:
+summaries merge (earliest start, latest end, first non-empty name/service/agent...), the
+root's end sets the final status, and usage totals are recomputed from the span index
+with the mapping's counting rules whenever a batch brings usage-relevant steps.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterable
+from typing import TYPE_CHECKING, Any
+
+import orjson
+from sqlite_utils import Database
+
+from otlp_receiver.model import RunStatus, SpanId, StepDraft, StepType, TraceId
+from otlp_receiver.pricing import PriceTable
+from otlp_receiver.store.index import RunIndex
+from otlp_receiver.usage import total_usage
+
+if TYPE_CHECKING:
+    from otlp_receiver.flusher import Batch
+
+_SPAN_COLUMNS = ("tenant_id", "run_id", "span_id", "seq", "parent_span_id", "type", "status", "day",
+                 "start_ns", "end_ns", "model_name", "tool_name", "tool_call_id", "tokens_in", "tokens_out",
+                 "tokens_total", "tokens_cache_read", "tokens_cache_write", "tokens_reasoning", "cost_usd")
+_USAGE_TYPES = {StepType.MODEL.value, StepType.TOOL.value, StepType.ERROR.value}
+_MERGE_FIRST = ("name", "service", "agent", "session_id", "user_id")
+
+
+def apply_run_updates(index: RunIndex, batch: Batch, prices: PriceTable, *, checkpoint_key: str) -> None:
+    """Apply one flush batch to the run index atomically."""
+    now = time.time_ns()
+    with index.transaction() as db:
+        for tenant, project, run in batch.created:
+            _create_run(db, tenant, project, run, now)
+        _insert_spans(db, batch)
+        touched = _touched_runs(batch)
+        for key in touched:
+            _update_run(db, key, batch, prices, now)
+        for fin in batch.finished:
+            _finish(db, fin, now)
+        db.execute("INSERT OR REPLACE INTO meta (key, value) VALUES (?, ?)", [checkpoint_key, str(batch.end)])
+
+
+def _create_run(db: Database, tenant: str, project: str, run: dict[str, Any], now: int) -> None:
+    tags = run.get("tags") or {}
+    db.execute(
+        "INSERT OR IGNORE INTO runs (tenant_id, project_id, run_id, trace_id, parent_run_id, name, started_ns, "
+        "tags, service, agent, updated_ns) VALUES (?,?,?,?,?,?,?,?,?,?,?)",
+        [tenant, project, run["run_id"], run.get("trace_id"), run.get("parent_run_id"), run.get("name"),
+         run["started_ns"], orjson.dumps(tags).decode(), tags.get("service.name"), run.get("agent"), now])
+    _write_facets(db, tenant, run["run_id"], run["started_ns"], (), (), tags)
+
+
+def _insert_spans(db: Database, batch: Batch) -> None:
+    rows = batch.rows
+    if not rows["seq"]:
+        return
+    columns = [rows[c] for c in _SPAN_COLUMNS]
+    marks = ",".join("?" * len(_SPAN_COLUMNS))
+    db.conn.executemany(f"INSERT OR IGNORE INTO spans ({','.join(_SPAN_COLUMNS)}) VALUES ({marks})",
+                        zip(*columns, strict=True))
+
+
+def _touched_runs(batch: Batch) -> list[tuple[str, str]]:
+    keys = dict.fromkeys((t, s["run_id"]) for t, _, s in batch.summaries)
+    keys.update(dict.fromkeys(batch.heads))
+    return list(keys)
+
+
+def _update_run(db: Database, key: tuple[str, str], batch: Batch, prices: PriceTable, now: int) -> None:
+    tenant, run_id = key
+    row = _load(db, tenant, run_id) or _new_row(tenant, batch.projects.get(key, ""), run_id, now)
+    for t, _, summary in batch.summaries:
+        if t == tenant and summary["run_id"] == run_id:
+            _merge_summary(row, summary)
+    if key in batch.heads:
+        row["head_hash"], row["step_count"] = batch.heads[key]
+    if _has_usage_changes(batch, tenant, run_id):
+        _recompute_usage(db, row, prices)
+    row["updated_ns"] = now
+    _save(db, row)
+
+
+def _load(db: Database, tenant: str, run_id: str) -> dict[str, Any] | None:
+    rows = list(db.query("SELECT * FROM runs WHERE tenant_id = ? AND run_id = ?", [tenant, run_id]))
+    if not rows:
+        return None
+    row = rows[0]
+    row["tags"] = orjson.loads(row["tags"])
+    return row
+
+
+def _new_row(tenant: str, project: str, run_id: str, now: int) -> dict[str, Any]:
+    return {"tenant_id": tenant, "project_id": project, "run_id": run_id, "trace_id": run_id,
+            "status": RunStatus.RUNNING.value, "started_ns": 0, "tags": {}, "step_count": 0,
+            "head_hash": "", "updated_ns": now, "model_names": "[]", "tool_names": "[]"}
+
+
+def _merge_summary(row: dict[str, Any], s: dict[str, Any]) -> None:
+    if s.get("first_start_ns") is not None:
+        current = row.get("started_ns") or 0
+        row["started_ns"] = s["first_start_ns"] if not current else min(current, s["first_start_ns"])
+    if s.get("last_end_ns") is not None:
+        row["last_end_ns"] = max(row.get("last_end_ns") or 0, s["last_end_ns"])
+    if s.get("root_span_id"):
+        row["root_span_id"] = s["root_span_id"]
+        if s.get("name"):
+            row["name"] = s["name"]  # the root's name beats names guessed from other spans
+    for name in _MERGE_FIRST:
+        if not row.get(name) and s.get(name):
+            row[name] = s[name]
+    row["tags"] = {**row.get("tags", {}), **(s.get("tags") or {})}
+    row["service_version"] = row["tags"].get("service.version")
+    row["environment"] = row["tags"].get("deployment.environment")
+    if s.get("root_status") and s.get("root_end_ns") and not row.get("explicit_status"):
+        row["status"] = s["root_status"]
+        row["root_end_ns"] = row["finished_ns"] = s["root_end_ns"]
+
+
+def _has_usage_changes(batch: Batch, tenant: str, run_id: str) -> bool:
+    rows = batch.rows
+    for i, rid in enumerate(rows["run_id"]):
+        if rid == run_id and rows["tenant_id"][i] == tenant and (
+                rows["type"][i] in _USAGE_TYPES or rows["tokens_in"][i] is not None
+                or rows["status"][i] == "error" or rows["cost_usd"][i] is not None):
+            return True
+    return False
+
+
+def _recompute_usage(db: Database, row: dict[str, Any], prices: PriceTable) -> None:
+    spans = db.query("SELECT * FROM spans WHERE tenant_id = ? AND run_id = ? ORDER BY seq",
+                     [row["tenant_id"], row["run_id"]])
+    totals = total_usage([_draft(s) for s in spans], prices)
+    row.update(tokens_in=totals.tokens_in, tokens_out=totals.tokens_out,
+               tokens_cache_read=totals.tokens_cache_read, tokens_cache_write=totals.tokens_cache_write,
+               tokens_reasoning=totals.tokens_reasoning, cost_usd=totals.cost_usd,
+               cost_source=totals.cost_source, tool_count=totals.tool_count, error_count=totals.error_count,
+               model_names=orjson.dumps(list(totals.model_names)).decode(),
+               tool_names=orjson.dumps(list(totals.tool_names)).decode(),
+               unpriced_models=orjson.dumps(list(totals.unpriced_models)).decode())
+
+
+def _draft(s: dict[str, Any]) -> StepDraft:
+    return StepDraft(
+        trace_id=TraceId(s["run_id"]), span_id=SpanId(s["span_id"]), parent_span_id=s["parent_span_id"],
+        type=StepType(s["type"]), name="", start_ns=s["start_ns"], end_ns=s["end_ns"], status=s["status"],
+        tool_name=s["tool_name"], tool_call_id=s["tool_call_id"], model_name=s["model_name"],
+        tokens_in=s["tokens_in"], tokens_out=s["tokens_out"], tokens_total=s["tokens_total"],
+        tokens_cache_read=s["tokens_cache_read"], tokens_cache_write=s["tokens_cache_write"],
+        tokens_reasoning=s["tokens_reasoning"], cost_usd=s["cost_usd"])
+
+
+def _save(db: Database, row: dict[str, Any]) -> None:
+    record = {**row, "tags": orjson.dumps(row["tags"]).decode()}
+    db["runs"].upsert(record, pk=("tenant_id", "run_id"), alter=False)
+    models = orjson.loads(record.get("model_names") or "[]")
+    tools = orjson.loads(record.get("tool_names") or "[]")
+    _write_facets(db, row["tenant_id"], row["run_id"], row["started_ns"], models, tools, row["tags"])
+
+
+def _write_facets(db: Database, tenant: str, run_id: str, started_ns: int, models: Iterable[str],
+                  tools: Iterable[str], tags: dict[str, Any]) -> None:
+    for table in ("run_models", "run_tools", "run_tags"):
+        db.execute(f"DELETE FROM {table} WHERE tenant_id = ? AND run_id = ?", [tenant, run_id])
+    db.conn.executemany("INSERT OR IGNORE INTO run_models VALUES (?,?,?,?)",
+                        [(tenant, run_id, m, started_ns) for m in models])
+    db.conn.executemany("INSERT OR IGNORE INTO run_tools VALUES (?,?,?,?)",
+                        [(tenant, run_id, t, started_ns) for t in tools])
+    db.conn.executemany("INSERT OR IGNORE INTO run_tags VALUES (?,?,?,?,?)",
+                        [(tenant, run_id, k, str(v), started_ns) for k, v in tags.items()])
+
+
+def _finish(db: Database, fin: dict[str, Any], now: int) -> None:
+    db.execute(
+        "UPDATE runs SET explicit_status = coalesce(explicit_status, ?), status = coalesce(explicit_status, ?), "
+        "finished_ns = coalesce(finished_ns, ?), updated_ns = ? WHERE tenant_id = ? AND run_id = ?",
+        [fin["status"], fin["status"], fin["finished_ns"], now, fin["tenant"], fin["run_id"]])

@@ -1,0 +1,151 @@
+"""Steps as Parquet in a Delta Lake table (deltalake), read back with Polars.
+
+Exactly-once from the write-ahead log: every append carries a Delta *app transaction*
+(``txn`` action, app id ``traceward-flusher``) whose version is the WAL position the
+batch ends at. After a crash between the Delta commit and the SQLite commit, the flusher
+sees that Delta already holds the batch and skips re-appending it.
+
+Partitioned by ``(tenant_id, day)``. Readers list the files of the partitions they need
+from the current snapshot and let Polars prune row groups by ``run_id``/``seq`` statistics;
+compaction z-orders by ``run_id`` so those statistics stay tight.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import polars as pl
+import pyarrow as pa
+from deltalake import CommitProperties, DeltaTable, Transaction, WriterProperties, write_deltalake
+from deltalake.exceptions import DeltaError, TableNotFoundError
+
+from otlp_receiver.columns import PARTITION_COLUMNS, STEP_COLUMNS
+from otlp_receiver.errors import StorageError
+
+logger = logging.getLogger(__name__)
+
+APP_ID = "traceward-flusher"
+_ARROW_TYPES = {"string": pa.large_string(), "int64": pa.int64(), "int32": pa.int32(),
+                "float64": pa.float64(), "bool": pa.bool_()}
+STEP_SCHEMA = pa.schema([pa.field(n, _ARROW_TYPES[t], nullable=null) for n, t, null in STEP_COLUMNS])
+_WRITER = WriterProperties(compression="ZSTD", max_row_group_size=16_384)
+
+
+class StepTable:
+    """The Delta table of steps."""
+
+    def __init__(self, path: str | Path) -> None:
+        self.path = str(path)
+        self._lock = threading.RLock()
+        self._dt: DeltaTable | None = None
+        try:
+            self._dt = DeltaTable(self.path)
+        except TableNotFoundError:
+            self._dt = None
+        except (DeltaError, OSError) as exc:
+            raise StorageError(f"cannot open the step table at {self.path}: {exc}") from exc
+
+    # -- writing ---------------------------------------------------------------------------------------------
+
+    def append(self, rows: pa.Table, *, wal_end: int) -> None:
+        """Append one flush batch, recording ``wal_end`` as the table's app-transaction version."""
+        props = CommitProperties(app_transactions=[Transaction(app_id=APP_ID, version=wal_end)])
+        try:
+            with self._lock:
+                target: DeltaTable | str = self._dt if self._dt is not None else self.path
+                write_deltalake(target, rows.cast(STEP_SCHEMA), mode="append",
+                                partition_by=list(PARTITION_COLUMNS), writer_properties=_WRITER,
+                                commit_properties=props)
+                self._refresh()
+        except (DeltaError, OSError, pa.ArrowException) as exc:
+            raise StorageError(f"step table append failed: {exc}") from exc
+
+    def committed_wal_end(self) -> int:
+        """The WAL position the last committed batch ended at (0 for a new table)."""
+        with self._lock:
+            if self._dt is None:
+                return 0
+            return self._dt.transaction_version(APP_ID) or 0
+
+    def compact(self, *, partitions: Sequence[tuple[str, str]] | None = None) -> dict[str, Any]:
+        """Merge small files (z-ordered by run_id) and vacuum the replaced files away."""
+        with self._lock:
+            if self._dt is None:
+                return {}
+            metrics: dict[str, Any] = {}
+            for tenant_id, day in partitions or self._partitions():
+                predicate = [("tenant_id", "=", tenant_id), ("day", "=", day)]
+                metrics = self._dt.optimize.z_order(["run_id", "seq"], partition_filters=predicate,
+                                                    writer_properties=_WRITER)
+            self._dt.vacuum(retention_hours=0, enforce_retention_duration=False, dry_run=False)
+            self._refresh()
+            return metrics
+
+    def delete(self, predicate: str) -> None:
+        """Delete rows matching a SQL predicate, then vacuum so the bytes are really gone."""
+        with self._lock:
+            if self._dt is None:
+                return
+            self._dt.delete(predicate)
+            self._dt.vacuum(retention_hours=0, enforce_retention_duration=False, dry_run=False)
+            self._refresh()
+
+    def _refresh(self) -> None:
+        if self._dt is None:
+            self._dt = DeltaTable(self.path)
+        else:
+            self._dt.update_incremental()
+
+    def _partitions(self) -> list[tuple[str, str]]:
+        assert self._dt is not None
+        return sorted({(p["tenant_id"], p["day"]) for p in self._dt.partitions()})
+
+    def small_file_count(self) -> int:
+        """How many data files the current snapshot has (a compaction trigger)."""
+        with self._lock:
+            return 0 if self._dt is None else len(self._dt.file_uris())
+
+    # -- reading ---------------------------------------------------------------------------------------------
+
+    def files(self, tenant_id: str, days: Sequence[str] | None = None) -> list[str]:
+        """Data files of one tenant (optionally only some days) in the current snapshot."""
+        with self._lock:
+            if self._dt is None:
+                return []
+            filters: list[tuple[str, str, Any]] = [("tenant_id", "=", tenant_id)]
+            if days is not None:
+                filters.append(("day", "in", list(days)))
+            return self._dt.file_uris(file_pruning_predicate=filters)
+
+    def scan(self, tenant_id: str, days: Sequence[str] | None = None) -> pl.LazyFrame:
+        """A lazy frame over one tenant's steps (all STEP_COLUMNS, partition columns included)."""
+        files = self.files(tenant_id, days)
+        if not files:
+            return pl.LazyFrame(schema=pl.Schema(STEP_SCHEMA))
+        return pl.scan_parquet(files, hive_partitioning=True, missing_columns="insert",
+                               extra_columns="ignore", schema=pl.Schema(STEP_SCHEMA))
+
+    def read_run(self, tenant_id: str, run_id: str, days: Sequence[str], *, after_seq: int = -1,
+                 limit: int | None = None, types: Sequence[str] | None = None) -> pl.DataFrame:
+        """Steps of one run in seq order, after ``after_seq``, at most ``limit`` rows."""
+        lf = self.scan(tenant_id, days).filter((pl.col("run_id") == run_id) & (pl.col("seq") > after_seq))
+        if types:
+            lf = lf.filter(pl.col("type").is_in(list(types)))
+        lf = lf.sort("seq")
+        if limit is not None:
+            lf = lf.head(limit)
+        return _collect(lf)
+
+
+def _collect(lf: pl.LazyFrame) -> pl.DataFrame:
+    try:
+        return lf.collect()
+    except FileNotFoundError:
+        # A concurrent compaction vacuumed a file of the snapshot we listed: list again once.
+        raise StorageError("step files changed during the read; retry") from None
+    except pl.exceptions.PolarsError as exc:
+        raise StorageError(f"step table read failed: {exc}") from exc

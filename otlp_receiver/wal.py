@@ -1,0 +1,199 @@
+"""The write-ahead log: an export is acknowledged only once its record is here.
+
+Segment files ``wal-<n>.log`` hold length-prefixed, CRC-checked records:
+``<u32 length><u32 crc32><payload>``. A position is ``segment << 40 | offset``
+(an int, so positions compare). On open, a torn tail — a record half-written when
+the process was killed, hence never acknowledged — is cut off so new records don't
+follow garbage. The flusher reads from its checkpoint and, once the records are in
+the stores, drops the segments that lie wholly before it.
+
+Thread-safe: one lock serialises appends; readers open their own file handles.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import struct
+import threading
+import zlib
+from collections.abc import Iterator
+from pathlib import Path
+
+from otlp_receiver.errors import StorageError
+
+logger = logging.getLogger(__name__)
+
+_HEADER = struct.Struct("<II")
+_SEGMENT_SHIFT = 40
+_OFFSET_MASK = (1 << _SEGMENT_SHIFT) - 1
+MAX_RECORD_BYTES = 256 * 1024 * 1024
+
+
+def make_position(segment: int, offset: int) -> int:
+    """Pack a (segment, offset) pair into one comparable int."""
+    return (segment << _SEGMENT_SHIFT) | offset
+
+
+def split_position(position: int) -> tuple[int, int]:
+    """Unpack a position into (segment, offset)."""
+    return position >> _SEGMENT_SHIFT, position & _OFFSET_MASK
+
+
+class WriteAheadLog:
+    """Append-only, segmented, CRC-checked log of ingest records."""
+
+    def __init__(self, directory: str | os.PathLike[str], *, fsync: bool = True,
+                 segment_bytes: int = 64 * 1024 * 1024) -> None:
+        self.directory = Path(directory)
+        self.fsync = fsync
+        self.segment_bytes = segment_bytes
+        self._lock = threading.Lock()
+        self._new_data = threading.Condition(self._lock)
+        try:
+            self.directory.mkdir(parents=True, exist_ok=True)
+            self._segment = self._recover()
+            self._file = open(self._path(self._segment), "ab")  # noqa: SIM115 - held for the log's lifetime
+        except OSError as exc:
+            raise StorageError(f"cannot open write-ahead log in {self.directory}: {exc}") from exc
+        self._offset = self._file.tell()
+
+    # -- writing ---------------------------------------------------------------------------------------------
+
+    def append(self, payload: bytes) -> int:
+        """Append one record durably; returns the position just after it."""
+        if len(payload) > MAX_RECORD_BYTES:
+            raise StorageError("write-ahead log record too large")
+        frame = _HEADER.pack(len(payload), zlib.crc32(payload)) + payload
+        with self._lock:
+            try:
+                if self._offset and self._offset + len(frame) > self.segment_bytes:
+                    self._rotate()
+                self._file.write(frame)
+                self._file.flush()
+                if self.fsync:
+                    os.fsync(self._file.fileno())
+            except OSError as exc:
+                raise StorageError(f"write-ahead log append failed: {exc}") from exc
+            self._offset += len(frame)
+            end = make_position(self._segment, self._offset)
+            self._new_data.notify_all()
+        return end
+
+    def end_position(self) -> int:
+        """Position after the last appended record."""
+        with self._lock:
+            return make_position(self._segment, self._offset)
+
+    def wait_for_data(self, after: int, timeout_s: float) -> bool:
+        """Block until the log extends past ``after`` or the timeout passes."""
+        with self._new_data:
+            if make_position(self._segment, self._offset) > after:
+                return True
+            self._new_data.wait(timeout_s)
+            return make_position(self._segment, self._offset) > after
+
+    def _rotate(self) -> None:
+        self._file.close()
+        self._segment += 1
+        self._file = open(self._path(self._segment), "ab")  # noqa: SIM115
+        self._offset = 0
+
+    # -- reading ---------------------------------------------------------------------------------------------
+
+    def read_from(self, position: int, *, max_records: int | None = None) -> Iterator[tuple[bytes, int]]:
+        """Yield ``(payload, end_position)`` for records at or after ``position``."""
+        segment, offset = split_position(position)
+        count = 0
+        last = self.end_position()
+        for seg in self._segments_from(segment):
+            start = offset if seg == segment else 0
+            for payload, end in self._read_segment(seg, start, last):
+                yield payload, end
+                count += 1
+                if max_records is not None and count >= max_records:
+                    return
+
+    def _read_segment(self, segment: int, offset: int, last: int) -> Iterator[tuple[bytes, int]]:
+        path = self._path(segment)
+        try:
+            handle = open(path, "rb")  # noqa: SIM115
+        except FileNotFoundError:
+            return
+        with handle:
+            handle.seek(offset)
+            while make_position(segment, offset) < last:
+                record = _read_record(handle)
+                if record is None:
+                    return
+                offset += _HEADER.size + len(record)
+                yield record, make_position(segment, offset)
+
+    def _segments_from(self, segment: int) -> list[int]:
+        return [s for s in self._segment_numbers() if s >= segment]
+
+    # -- housekeeping ------------------------------------------------------------------------------------------
+
+    def drop_before(self, position: int) -> int:
+        """Delete segments that lie wholly before ``position``; returns how many were removed."""
+        segment, _ = split_position(position)
+        removed = 0
+        for seg in self._segment_numbers():
+            if seg < segment and seg != self._segment:
+                self._path(seg).unlink(missing_ok=True)
+                removed += 1
+        return removed
+
+    def size_bytes(self) -> int:
+        """Bytes currently held in all segments."""
+        return sum(self._path(s).stat().st_size for s in self._segment_numbers() if self._path(s).exists())
+
+    def close(self) -> None:
+        """Close the current segment."""
+        with self._lock:
+            self._file.close()
+
+    def _recover(self) -> int:
+        segments = self._segment_numbers()
+        if not segments:
+            return 0
+        last = segments[-1]
+        good = self._valid_prefix(last)
+        path = self._path(last)
+        if good < path.stat().st_size:
+            logger.warning("write-ahead log: cutting a torn tail of %d bytes from %s",
+                           path.stat().st_size - good, path.name)
+            with open(path, "r+b") as handle:
+                handle.truncate(good)
+        return last
+
+    def _valid_prefix(self, segment: int) -> int:
+        offset = 0
+        with open(self._path(segment), "rb") as handle:
+            while (record := _read_record(handle)) is not None:
+                offset += _HEADER.size + len(record)
+        return offset
+
+    def _segment_numbers(self) -> list[int]:
+        numbers = []
+        for path in self.directory.glob("wal-*.log"):
+            stem = path.stem.removeprefix("wal-")
+            if stem.isdigit():
+                numbers.append(int(stem))
+        return sorted(numbers)
+
+    def _path(self, segment: int) -> Path:
+        return self.directory / f"wal-{segment:012d}.log"
+
+
+def _read_record(handle: object) -> bytes | None:
+    header = handle.read(_HEADER.size)  # type: ignore[attr-defined]
+    if len(header) < _HEADER.size:
+        return None
+    length, crc = _HEADER.unpack(header)
+    if length > MAX_RECORD_BYTES:
+        return None
+    payload = handle.read(length)  # type: ignore[attr-defined]
+    if len(payload) < length or zlib.crc32(payload) != crc:
+        return None
+    return payload

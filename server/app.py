@@ -1,0 +1,56 @@
+"""Litestar applications: the API app (REST, OpenAPI at /schema) and the OTLP/HTTP app.
+
+Both take a started :class:`~server.runtime.Runtime`; neither owns its lifecycle.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from litestar import Litestar, get
+from litestar.di import Provide
+from litestar.openapi import OpenAPIConfig
+from litestar.openapi.spec import Components, SecurityScheme
+
+from server.auth import PUBLIC, permission_guard
+from server.errors import EXCEPTION_HANDLERS
+from server.routes.ingest import OtlpHttpController
+from server.routes.runs import RunsController
+from server.runtime import Runtime
+
+
+@get("/healthz", summary="Liveness and ingest counters", opt={"permission": PUBLIC}, sync_to_thread=False,
+     tags=["ops"])
+def healthz(runtime: Runtime) -> dict[str, Any]:
+    """Always 200 while the process serves; includes counters useful to operators."""
+    return {"status": "ok", "spans_accepted": runtime.spans_accepted, "spans_duplicate": runtime.spans_duplicate,
+            "wal_bytes": runtime.wal.size_bytes(), "last_flush_s": runtime.flusher.last_flush_s}
+
+
+def _base(runtime: Runtime, handlers: list[Any], *, openapi: bool) -> Litestar:
+    openapi_config = OpenAPIConfig(
+        title="Traceward", version="0.1.0", path="/schema",
+        components=Components(security_schemes={"bearer": SecurityScheme(type="http", scheme="bearer")}),
+        security=[{"bearer": []}],
+    ) if openapi else None
+    app = Litestar(
+        route_handlers=handlers,
+        dependencies={"runtime": Provide(lambda: runtime, sync_to_thread=False)},
+        guards=[permission_guard],
+        exception_handlers=EXCEPTION_HANDLERS,
+        openapi_config=openapi_config,
+        request_max_body_size=runtime.settings.max_http_body_bytes,
+        debug=False,
+    )
+    app.state.runtime = runtime
+    return app
+
+
+def create_app(runtime: Runtime) -> Litestar:
+    """The API app served on the HTTP port."""
+    return _base(runtime, [healthz, RunsController, OtlpHttpController], openapi=True)
+
+
+def create_otlp_http_app(runtime: Runtime) -> Litestar:
+    """The OTLP/HTTP app served on the OTLP/HTTP port (4318)."""
+    return _base(runtime, [healthz, OtlpHttpController], openapi=False)

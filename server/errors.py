@@ -1,0 +1,102 @@
+"""One JSON error envelope for every HTTP error, from one exception-handler map.
+
+    {"error": {"code": str, "message": str, "details": {field: message}, "retryable": bool}}
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from litestar import MediaType, Request, Response
+from litestar.exceptions import HTTPException, ValidationException
+
+from otlp_receiver.errors import (
+    AppError,
+    AuthenticationError,
+    ConflictError,
+    NotFoundError,
+    OverloadedError,
+    PayloadTooLargeError,
+    PermissionDeniedError,
+    StorageError,
+    UnprocessableError,
+)
+
+logger = logging.getLogger(__name__)
+
+_STATUS: dict[type[AppError], int] = {
+    PayloadTooLargeError: 413,
+    AuthenticationError: 401,
+    PermissionDeniedError: 403,
+    NotFoundError: 404,
+    ConflictError: 409,
+    UnprocessableError: 422,
+    OverloadedError: 429,
+    StorageError: 503,
+}
+_HTTP_CODES = {400: "invalid_input", 401: "unauthenticated", 403: "permission_denied", 404: "not_found",
+               405: "method_not_allowed", 409: "conflict", 413: "payload_too_large", 415: "unsupported_media_type",
+               422: "unprocessable", 429: "rate_limited", 500: "internal", 503: "unavailable"}
+
+
+def envelope(code: str, message: str, *, details: dict[str, Any] | None = None, retryable: bool = False,
+             status: int, headers: dict[str, str] | None = None) -> Response[dict[str, Any]]:
+    """Build an error response in the envelope."""
+    body = {"error": {"code": code, "message": message, "details": details or {}, "retryable": retryable}}
+    return Response(body, status_code=status, media_type=MediaType.JSON, headers=headers)
+
+
+def status_for(exc: AppError) -> int:
+    """HTTP status of a domain error (400 for anything invalid that has no closer match)."""
+    for cls in type(exc).__mro__:
+        if cls in _STATUS:
+            return _STATUS[cls]
+    return 400 if exc.code in ("invalid_input", "decode_error") else 500
+
+
+def app_error_handler(_: Request[Any, Any, Any], exc: AppError) -> Response[dict[str, Any]]:
+    """Domain errors → envelope."""
+    status = status_for(exc)
+    headers = None
+    if isinstance(exc, OverloadedError):
+        headers = {"Retry-After": str(max(1, round(exc.retry_after_s)))}
+    if status >= 500:
+        logger.warning("request failed: %s (%s)", exc.code, type(exc).__name__)
+    return envelope(exc.code, exc.message, details=exc.details, retryable=exc.retryable or status in (429, 503),
+                    status=status, headers=headers)
+
+
+def validation_handler(_: Request[Any, Any, Any], exc: ValidationException) -> Response[dict[str, Any]]:
+    """Litestar's request validation errors → 400 envelope with per-field details."""
+    details: dict[str, Any] = {}
+    for item in exc.extra if isinstance(exc.extra, list) else []:
+        if isinstance(item, dict):
+            details[str(item.get("key") or item.get("source") or "request")] = str(item.get("message"))
+    return envelope("invalid_input", _clean(exc.detail), details=details, status=400)
+
+
+def http_exception_handler(_: Request[Any, Any, Any], exc: HTTPException) -> Response[dict[str, Any]]:
+    """Framework HTTP errors (404 route, 405 method, 413 body, ...) → envelope."""
+    status = exc.status_code
+    retryable = status in (429, 503)
+    return envelope(_HTTP_CODES.get(status, "error"), _clean(exc.detail), status=status, retryable=retryable,
+                    headers=dict(exc.headers or {}) or None)
+
+
+def internal_error_handler(request: Request[Any, Any, Any], exc: Exception) -> Response[dict[str, Any]]:
+    """Anything unexpected: log the traceback once, answer a generic 500."""
+    logger.error("unhandled error on %s %s", request.method, request.url.path, exc_info=exc)
+    return envelope("internal", "internal server error", status=500)
+
+
+def _clean(detail: str) -> str:
+    return detail or "request failed"
+
+
+EXCEPTION_HANDLERS: dict[Any, Any] = {
+    AppError: app_error_handler,
+    ValidationException: validation_handler,
+    HTTPException: http_exception_handler,
+    Exception: internal_error_handler,
+}

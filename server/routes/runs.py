@@ -1,0 +1,164 @@
+"""Read API for runs and steps: GET /v1/runs, /v1/runs/{run_id}, /v1/runs/{run_id}/steps."""
+
+from __future__ import annotations
+
+import base64
+from typing import Annotated, Any
+
+import orjson
+from litestar import Controller, Request, get, post
+from litestar.params import Parameter
+
+from otlp_receiver.errors import InvalidInputError, NotFoundError
+from otlp_receiver.model import RunStatus, StepType
+from otlp_receiver.store.index import RunFilters
+from server.auth import current_principal
+from server.routes import ingest
+from server.runtime import Runtime
+from server.schemas import AppendSteps, CreateRun, FinishRun, parse_time, run_to_json, step_to_json
+
+READ = {"permission": "read"}
+INGEST = {"permission": "ingest"}
+
+
+def _filters(status: str | None, service: str | None, agent: str | None, model: str | None, tool: str | None,
+             tag: str | None, started_after: str | None, started_before: str | None, has_error: bool | None,
+             min_cost_usd: float | None) -> RunFilters:
+    if status is not None and status not in {s.value for s in RunStatus}:
+        raise InvalidInputError(f"unknown status {status!r}",
+                                details={"status": "one of " + ", ".join(s.value for s in RunStatus)})
+    tag_pair = None
+    if tag is not None:
+        key, sep, value = tag.partition("=")
+        if not sep or not key:
+            raise InvalidInputError("tag filter must be key=value", details={"tag": "expected key=value"})
+        tag_pair = (key, value)
+    return RunFilters(
+        status=status, service=service, agent=agent, model=model, tool=tool, tag=tag_pair,
+        started_after_ns=parse_time(started_after, field="started_after") if started_after else None,
+        started_before_ns=parse_time(started_before, field="started_before") if started_before else None,
+        has_error=has_error, min_cost_usd=min_cost_usd)
+
+
+def encode_seq_cursor(seq: int) -> str:
+    """Opaque cursor after a step seq."""
+    return base64.urlsafe_b64encode(orjson.dumps({"seq": seq})).decode().rstrip("=")
+
+
+def decode_seq_cursor(cursor: str) -> int:
+    """Inverse of :func:`encode_seq_cursor`."""
+    try:
+        seq = orjson.loads(base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)))["seq"]
+        if not isinstance(seq, int) or seq < -1:
+            raise ValueError("bad seq")
+    except (ValueError, TypeError, KeyError, orjson.JSONDecodeError) as exc:
+        raise InvalidInputError("malformed cursor", details={"cursor": "not a cursor from this API"}) from exc
+    return seq
+
+
+class RunsController(Controller):
+    """Runs and their steps."""
+
+    path = "/v1/runs"
+    tags = ["runs"]
+
+    @get("/", summary="List runs, newest first", opt=READ, sync_to_thread=True)
+    def list_runs(
+        self, request: Request[Any, Any, Any], runtime: Runtime,
+        status: str | None = None, service: str | None = None, agent: str | None = None,
+        model: str | None = None, tool: str | None = None,
+        tag: Annotated[str | None, Parameter(description="key=value")] = None,
+        started_after: Annotated[str | None, Parameter(description="RFC 3339 or ns")] = None,
+        started_before: Annotated[str | None, Parameter(description="RFC 3339 or ns")] = None,
+        has_error: bool | None = None, min_cost_usd: float | None = None,
+        limit: Annotated[int, Parameter(ge=1, le=500)] = 50, cursor: str | None = None,
+    ) -> dict[str, Any]:
+        """Cursor-paged runs ordered by (started_at desc, run_id desc), stable while new runs arrive."""
+        principal = current_principal(request)
+        filters = _filters(status, service, agent, model, tool, tag, started_after, started_before, has_error,
+                           min_cost_usd)
+        runs, next_cursor = runtime.index.list_runs(principal.tenant_id, filters, limit=limit, cursor=cursor)
+        return {"runs": [run_to_json(r) for r in runs], "next_cursor": next_cursor}
+
+    @get("/{run_id:str}", summary="Get one run", opt=READ, sync_to_thread=True)
+    def get_run(self, request: Request[Any, Any, Any], runtime: Runtime, run_id: str) -> dict[str, Any]:
+        """The Run object."""
+        run = runtime.index.get_run(current_principal(request).tenant_id, run_id)
+        if run is None:
+            raise NotFoundError(f"run {run_id} not found")
+        return run_to_json(run)
+
+    @get("/{run_id:str}/steps", summary="List a run's steps in seq order", opt=READ, sync_to_thread=True)
+    def list_steps(
+        self, request: Request[Any, Any, Any], runtime: Runtime, run_id: str,
+        limit: Annotated[int, Parameter(ge=1, le=1000)] = 200, cursor: str | None = None,
+        type: Annotated[str | None, Parameter(description="comma-separated step types")] = None,  # noqa: A002
+    ) -> dict[str, Any]:
+        """A page of steps after the cursor; orphans (parent never arrived) are flagged."""
+        tenant = current_principal(request).tenant_id
+        if runtime.index.get_run_row(tenant, run_id) is None:
+            raise NotFoundError(f"run {run_id} not found")
+        types = _types(type)
+        after = decode_seq_cursor(cursor) if cursor else -1
+        rows = read_step_page(runtime, tenant, run_id, after, limit + 1, types)
+        page = rows[:limit]
+        orphans = _orphans(runtime, tenant, run_id, page)
+        steps = [step_to_json(r, orphan=r["span_id"] in orphans) for r in page]
+        next_cursor = encode_seq_cursor(page[-1]["seq"]) if len(rows) > limit else None
+        return {"run_id": run_id, "steps": steps, "next_cursor": next_cursor}
+
+
+    @post("/", summary="Create a run (REST ingest)", opt=INGEST, sync_to_thread=True, status_code=201)
+    def create_run(self, request: Request[Any, Any, Any], runtime: Runtime, data: CreateRun) -> dict[str, Any]:
+        """Create a run; returns the Run object once stored."""
+        return ingest.create_run(runtime, current_principal(request), data)
+
+    @post("/{run_id:str}/steps", summary="Append a batch of steps to a run (REST ingest)", opt=INGEST,
+          sync_to_thread=True, status_code=200)
+    def append_steps(self, request: Request[Any, Any, Any], runtime: Runtime, run_id: str,
+                     data: AppendSteps) -> dict[str, Any]:
+        """Append steps; the response assigns step_id and seq per index."""
+        return ingest.append_steps(runtime, current_principal(request), run_id, data)
+
+    @post("/{run_id:str}", summary="Finish a run: POST /v1/runs/{run_id}:finish (idempotent)", opt=INGEST,
+          sync_to_thread=True, status_code=200)
+    def finish_run(self, request: Request[Any, Any, Any], runtime: Runtime, run_id: str,
+                   data: FinishRun | None = None) -> dict[str, Any]:
+        """Mark the run finished with a final status (succeeded, failed or canceled)."""
+        return ingest.finish_run(runtime, current_principal(request), run_id, data)
+
+
+def _types(spec: str | None) -> list[str] | None:
+    if not spec:
+        return None
+    types = [t.strip() for t in spec.split(",") if t.strip()]
+    known = {t.value for t in StepType}
+    bad = [t for t in types if t not in known]
+    if bad:
+        raise InvalidInputError(f"unknown step type {bad[0]!r}", details={"type": "one of " + ", ".join(sorted(known))})
+    return types
+
+
+def read_step_page(runtime: Runtime, tenant: str, run_id: str, after: int, limit: int,
+                   types: list[str] | None) -> list[dict[str, Any]]:
+    """Read steps after ``after`` from the partitions (days) that hold them."""
+    if types:
+        days_rows = runtime.index.query(
+            "SELECT DISTINCT day FROM spans WHERE tenant_id = ? AND run_id = ? AND seq > ?", [tenant, run_id, after])
+    else:
+        days_rows = runtime.index.query(
+            "SELECT DISTINCT day FROM spans WHERE tenant_id = ? AND run_id = ? AND seq > ? AND seq <= ?",
+            [tenant, run_id, after, after + limit])
+    days = [r["day"] for r in days_rows]
+    if not days:
+        return []
+    frame = runtime.steps.read_run(tenant, run_id, days, after_seq=after, limit=limit, types=types)
+    return frame.to_dicts()
+
+
+def _orphans(runtime: Runtime, tenant: str, run_id: str, rows: list[dict[str, Any]]) -> set[str]:
+    parents = {r["parent_span_id"] for r in rows if r["parent_span_id"]}
+    if not parents:
+        return set()
+    found = runtime.index.existing_parents(tenant, run_id, sorted(parents))
+    return {r["span_id"] for r in rows if r["parent_span_id"] and r["parent_span_id"] not in found}

@@ -1,0 +1,90 @@
+"""The composition root for Traceward's long-lived parts.
+
+Builds the stores, the WAL, the ingest pipeline, the flusher and the OTLP gRPC server from
+Settings, wires them together, and starts/stops them in order. HTTP apps (``app.py``) take
+a started Runtime.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+
+import grpc
+
+from otlp_receiver.errors import OverloadedError
+from otlp_receiver.flusher import Flusher
+from otlp_receiver.ingest import IngestPipeline, IngestResult, Sequencer
+from otlp_receiver.model import Span
+from otlp_receiver.pricing import PriceTable
+from otlp_receiver.service import IngestIdentity, TraceServicer, start_grpc_server
+from otlp_receiver.store.index import RunIndex
+from otlp_receiver.store.keys import KeyRecord, KeyStore
+from otlp_receiver.store.steps import StepTable
+from otlp_receiver.wal import WriteAheadLog
+from server.auth import Authenticator
+from server.settings import Settings
+
+logger = logging.getLogger(__name__)
+
+
+class Runtime:
+    """Everything Traceward runs, wired together."""
+
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        settings.data_dir.mkdir(parents=True, exist_ok=True)
+        self.index = RunIndex(settings.index_path)
+        self.steps = StepTable(settings.steps_path)
+        self.wal = WriteAheadLog(settings.wal_dir, fsync=settings.wal_fsync)
+        self.prices = PriceTable.load(settings.price_file) if settings.price_file else PriceTable.default()
+        self.sequencer = Sequencer(self.index)
+        self.pipeline = IngestPipeline(self.wal, self.sequencer)
+        self.flusher = Flusher(self.wal, self.index, self.steps, self.sequencer, self.prices,
+                               interval_s=settings.flush_interval_s)
+        self.keys = KeyStore(self.index)
+        self.authenticator = Authenticator(self.keys)
+        self.grpc_server: grpc.Server | None = None
+        self.grpc_port = 0
+        self.spans_accepted = 0
+        self.spans_duplicate = 0
+
+    # -- lifecycle -------------------------------------------------------------------------------------------
+
+    def start(self, *, grpc: bool = True) -> None:
+        """Replay the WAL, start the flusher and (optionally) the OTLP gRPC server."""
+        self.flusher.start()
+        if grpc:
+            servicer = TraceServicer(self.authenticator.ingest_identity, self.ingest_spans)
+            self.grpc_server, self.grpc_port = start_grpc_server(
+                servicer, host=self.settings.host, port=self.settings.grpc_port,
+                max_message_bytes=self.settings.max_message_bytes, max_workers=self.settings.grpc_workers)
+
+    def stop(self) -> None:
+        """Stop accepting, then flush what was accepted."""
+        if self.grpc_server is not None:
+            self.grpc_server.stop(grace=5).wait()
+        self.flusher.stop()
+        self.wal.close()
+
+    # -- ingest ----------------------------------------------------------------------------------------------
+
+    def ingest_spans(self, identity: IngestIdentity, spans: Sequence[Span]) -> IngestResult:
+        """The OTLP sink: shed load when the flusher is far behind, else make spans durable."""
+        if self.wal.size_bytes() > self.settings.wal_max_bytes:
+            raise OverloadedError("ingest backlog is full; retry later", retry_after_s=2.0)
+        result = self.pipeline.ingest_spans(identity.tenant_id, identity.project_id, spans)
+        self.spans_accepted += result.accepted
+        self.spans_duplicate += result.duplicates
+        return result
+
+    def bootstrap_keys(self) -> list[tuple[str, KeyRecord]]:
+        """Create the configured bootstrap keys (idempotent); returns (key, record) pairs."""
+        made = []
+        s = self.settings
+        for key_text, role in ((s.bootstrap_ingest_key, "ingest"), (s.bootstrap_admin_key, "admin")):
+            if key_text:
+                made.append((key_text, self.keys.ensure(key_text, tenant_id=s.default_tenant,
+                                                        project_id=s.default_project, role=role,
+                                                        name=f"bootstrap {role} key")))
+        return made
