@@ -1,0 +1,271 @@
+"""A step's JSON payload: input/output resolved per semconv.md §6.2, plus the rest of the span.
+
+Shape: ``{"input", "output", "attributes", "events", "links", "status", "kind", "resource"}``, keys with
+empty values left out. ``attributes`` keeps every span attribute not consumed into ``input``/``output``.
+JSON strings holding objects or arrays are parsed; flattened message lists (OpenInference
+``llm.input_messages.N.message.*``, legacy ``gen_ai.prompt.N.*``) are rebuilt into lists. Every value is
+made JSON-compatible (bytes → base64, non-finite floats and out-of-range ints → strings, depth capped),
+and nothing here raises on a bad attribute value.
+
+Pure: imports the standard library, orjson and ``otlp_receiver``'s model and conventions.
+"""
+
+from __future__ import annotations
+
+import base64
+import math
+from collections.abc import Callable, Mapping
+from typing import Any, Final
+
+import orjson
+
+from otlp_receiver.conventions import Attributes
+from otlp_receiver.model import Span, StepType
+
+Resolved = tuple[Any, frozenset[str]]
+"""A resolved value and the attribute keys it consumed."""
+Source = Callable[[Span], Resolved | None]
+
+MAX_DEPTH: Final = 64
+_MAX_FLAT_SEGMENTS: Final = 16
+_MAX_INDEX_DIGITS: Final = 6
+_INT_MIN: Final = -(2**63)
+_INT_MAX: Final = 2**64 - 1  # orjson's range
+_UNWRAP: Final = frozenset({"message", "message_content", "tool_call", "prompt", "completion", "document"})
+
+
+# --- JSON compatibility -------------------------------------------------------------------------------
+def to_json_value(value: Any, depth: int = 0) -> Any:
+    """A JSON-compatible copy of an attribute value (never raises)."""
+    if value is None or isinstance(value, str | bool):
+        return value
+    if isinstance(value, int):
+        return value if _INT_MIN <= value <= _INT_MAX else str(value)
+    if isinstance(value, float):
+        return value if math.isfinite(value) else str(value)
+    if depth >= MAX_DEPTH:
+        return "<too deep>"
+    if isinstance(value, dict | Mapping):
+        return {str(key): to_json_value(item, depth + 1) for key, item in value.items()}
+    if isinstance(value, list | tuple | set | frozenset):
+        return [to_json_value(item, depth + 1) for item in value]
+    if isinstance(value, bytes | bytearray | memoryview):
+        return base64.b64encode(bytes(value)).decode("ascii")
+    return str(value)
+
+
+def parse_json_text(value: Any) -> Any:
+    """Parse a string holding a JSON object or array; anything else is returned JSON-compatible.
+
+    orjson's output is JSON-compatible already; it is only re-walked (to cap its depth) when the text
+    has enough brackets to nest deeper than ``MAX_DEPTH``.
+    """
+    if not isinstance(value, str) or value.lstrip()[:1] not in ("{", "["):
+        return to_json_value(value)
+    try:
+        parsed = orjson.loads(value)
+    except orjson.JSONDecodeError:
+        return value
+    if value.count("{") + value.count("[") < MAX_DEPTH:
+        return parsed
+    return to_json_value(parsed)
+
+
+# --- Sources of input and output ----------------------------------------------------------------------
+def _attribute(key: str) -> Source:
+    def attribute(span: Span) -> Resolved | None:
+        value = span.attributes.get(key)
+        if value is None or value == "":
+            return None
+        return parse_json_text(value), frozenset({key})
+
+    return attribute
+
+
+def _system_message(instructions: Any) -> dict[str, Any]:
+    parts = instructions if isinstance(instructions, list) else [{"type": "text", "content": instructions}]
+    return {"role": "system", "parts": parts}
+
+
+def _messages_with_system(messages_key: str, system_key: str) -> Source:
+    """GenAI messages, with ``gen_ai.system_instructions`` prepended as a system message."""
+
+    def messages_with_system(span: Span) -> Resolved | None:
+        found = _attribute(messages_key)(span)
+        system = _attribute(system_key)(span)
+        if system is None:
+            return found
+        if found is None:
+            return [_system_message(system[0])], system[1]
+        if not isinstance(found[0], list):
+            return found
+        return [_system_message(system[0]), *found[0]], found[1] | system[1]
+
+    return messages_with_system
+
+
+def _flattened(prefix: str) -> Source:
+    """A list rebuilt from ``<prefix><index>.<path>`` attributes (OpenInference/OpenLLMetry flattening)."""
+
+    def flattened(span: Span) -> Resolved | None:
+        root: dict[Any, Any] = {}
+        consumed = {key for key, value in span.attributes.items() if _insert_flat(root, prefix, key, value)}
+        if not consumed:
+            return None
+        return _rebuild(root, 0), frozenset(consumed)
+
+    return flattened
+
+
+def _event_attribute(event_name: str, key: str) -> Source:
+    """Content carried on a span event (semconv v1.26–1.27 ``gen_ai.content.*``); consumes no attribute."""
+
+    def event_attribute(span: Span) -> Resolved | None:
+        for event in span.events:
+            if event.name == event_name and event.attributes.get(key) is not None:
+                return parse_json_text(event.attributes[key]), frozenset()
+        return None
+
+    return event_attribute
+
+
+# --- Flattened lists ----------------------------------------------------------------------------------
+def _segment(text: str) -> int | str:
+    if text.isascii() and text.isdigit() and len(text) <= _MAX_INDEX_DIGITS:
+        return int(text)
+    return text
+
+
+def _insert_flat(root: dict[Any, Any], prefix: str, key: Any, value: Any) -> bool:
+    """Insert one flattened attribute under ``root``; False (not consumed) when it doesn't fit."""
+    if not isinstance(key, str) or not key.startswith(prefix):
+        return False
+    path = [_segment(part) for part in key[len(prefix) :].split(".")]
+    if not isinstance(path[0], int) or len(path) > _MAX_FLAT_SEGMENTS:
+        return False
+    node = root
+    for part in path[:-1]:
+        child = node.setdefault(part, {})
+        if not isinstance(child, dict):
+            return False
+        node = child
+    if path[-1] in node:
+        return False
+    node[path[-1]] = parse_json_text(value)
+    return True
+
+
+def _rebuild(node: Any, depth: int) -> Any:
+    """Dicts keyed by indices become lists (sparse indices compacted); OpenInference wrappers unwrapped."""
+    if not isinstance(node, dict) or depth > _MAX_FLAT_SEGMENTS:
+        return node
+    if node and all(isinstance(key, int) for key in node):
+        return [_unwrap(_rebuild(node[index], depth + 1)) for index in sorted(node)]
+    return {str(key): _rebuild(item, depth + 1) for key, item in node.items()}
+
+
+def _unwrap(item: Any) -> Any:
+    if isinstance(item, dict) and len(item) == 1:
+        ((key, inner),) = item.items()
+        if key in _UNWRAP and isinstance(inner, dict):
+            return inner
+    return item
+
+
+# --- Precedence (§6.2 "model input / output", "tool input / output") ------------------------------------
+MODEL_INPUT: Final[tuple[Source, ...]] = (
+    _messages_with_system("gen_ai.input.messages", "gen_ai.system_instructions"),
+    _flattened("llm.input_messages."),
+    _flattened("llm.prompts."),
+    _flattened("gen_ai.prompt."),
+    _attribute("input.value"),
+    _attribute("gen_ai.prompt"),
+    _event_attribute("gen_ai.content.prompt", "gen_ai.prompt"),
+    _attribute("ai.prompt.messages"),
+    _attribute("ai.prompt"),
+    _attribute("traceloop.entity.input"),
+    _attribute("gen_ai.guardrail.content.input.value"),
+)
+MODEL_OUTPUT: Final[tuple[Source, ...]] = (
+    _attribute("gen_ai.output.messages"),
+    _flattened("llm.output_messages."),
+    _flattened("llm.choices."),
+    _flattened("gen_ai.completion."),
+    _attribute("output.value"),
+    _attribute("gen_ai.completion"),
+    _event_attribute("gen_ai.content.completion", "gen_ai.completion"),
+    _attribute("ai.response.text"),
+    _attribute("ai.response.object"),
+    _attribute("ai.response.toolCalls"),
+    _attribute("traceloop.entity.output"),
+    _attribute("gen_ai.guardrail.content.output.value"),
+)
+TOOL_INPUT: Final[tuple[Source, ...]] = (
+    _attribute("gen_ai.tool.call.arguments"),
+    _attribute("input.value"),
+    _attribute("tool.parameters"),
+    _attribute("traceloop.entity.input"),
+    _attribute("ai.toolCall.args"),
+    _attribute("ai.toolCall.input"),
+    _attribute("gen_ai.retrieval.query.text"),
+    *MODEL_INPUT,
+)
+TOOL_OUTPUT: Final[tuple[Source, ...]] = (
+    _attribute("gen_ai.tool.call.result"),
+    _attribute("output.value"),
+    _attribute("traceloop.entity.output"),
+    _attribute("ai.toolCall.result"),
+    _attribute("ai.toolCall.output"),
+    _attribute("gen_ai.retrieval.documents"),
+    *MODEL_OUTPUT,
+)
+
+
+def _first_resolved(sources: tuple[Source, ...], span: Span) -> Resolved:
+    for source in sources:
+        found = source(span)
+        if found is not None:
+            return found
+    return None, frozenset()
+
+
+# --- The payload ----------------------------------------------------------------------------------------
+def _json_mapping(attrs: Attributes, skip: frozenset[str] = frozenset()) -> dict[str, Any]:
+    return {str(key): to_json_value(value) for key, value in attrs.items() if key not in skip}
+
+
+def _status(span: Span) -> dict[str, Any] | None:
+    if not span.status_code and not span.status_message:
+        return None
+    status: dict[str, Any] = {"code": to_json_value(span.status_code)}
+    if span.status_message:
+        status["message"] = to_json_value(span.status_message)
+    return status
+
+
+def _is_empty(value: Any) -> bool:
+    return value is None or (isinstance(value, str | list | dict) and not value)
+
+
+def build_payload(span: Span, step_type: StepType) -> dict[str, Any]:
+    """The step payload of a span already classified as ``step_type``."""
+    is_tool = step_type is StepType.TOOL
+    step_input, used_in = _first_resolved(TOOL_INPUT if is_tool else MODEL_INPUT, span)
+    step_output, used_out = _first_resolved(TOOL_OUTPUT if is_tool else MODEL_OUTPUT, span)
+    payload = {
+        "input": step_input,
+        "output": step_output,
+        "attributes": _json_mapping(span.attributes, used_in | used_out),
+        "events": [
+            {"name": event.name, "time_ns": event.time_ns, "attributes": _json_mapping(event.attributes)}
+            for event in span.events
+        ],
+        "links": [
+            {"trace_id": link.trace_id, "span_id": link.span_id, "attributes": _json_mapping(link.attributes)}
+            for link in span.links
+        ],
+        "status": _status(span),
+        "kind": to_json_value(span.kind),
+        "resource": _json_mapping(span.resource),
+    }
+    return {key: value for key, value in payload.items() if not _is_empty(value)}
