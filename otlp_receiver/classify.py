@@ -142,10 +142,12 @@ def has_llm_request_type(span: Span) -> bool:
     return as_text(span.attributes.get(LLM_REQUEST_TYPE)) is not None
 
 
+_has_prompt_prefix: Final = _has_key_prefix(*_PROMPT_PREFIXES)
+
+
 def has_prompt_reference(span: Span) -> bool:
     """A prompt template or managed prompt (OpenInference, OpenLLMetry, GenAI ``gen_ai.prompt.name``)."""
-    attrs = span.attributes
-    return "gen_ai.prompt.name" in attrs or _has_key_prefix(*_PROMPT_PREFIXES)(span)
+    return "gen_ai.prompt.name" in span.attributes or _has_prompt_prefix(span)
 
 
 # First match wins. Order matters where conventions overlap: GenAI operations before everything

@@ -90,9 +90,10 @@ def _system_message(instructions: Any) -> dict[str, Any]:
 def _messages_with_system(messages_key: str, system_key: str) -> Source:
     """GenAI messages, with ``gen_ai.system_instructions`` prepended as a system message."""
 
+    messages_source, system_source = _attribute(messages_key), _attribute(system_key)
+
     def messages_with_system(span: Span) -> Resolved | None:
-        found = _attribute(messages_key)(span)
-        system = _attribute(system_key)(span)
+        found, system = messages_source(span), system_source(span)
         if system is None:
             return found
         if found is None:
