@@ -1,0 +1,420 @@
+"""Traceward's Python client for agent code: ask before running a tool, then prove it ran as decided.
+
+Imports only the OpenTelemetry API, httpx and the standard library (never server/ or storage).
+
+Usage::
+
+    client = GovernanceClient("http://localhost:8080", api_key)
+
+    @client.gated()                       # tool name defaults to the function name
+    def send_email(to: str, body: str) -> None: ...
+
+    with client.guard("refund", {"order": "A-1", "amount": 40}) as decided:
+        refund(**decided.args)            # the approved args (edited if the approver changed them)
+
+Both ask ``POST /v1/decisions`` with the current span's ids, wait for a human when the
+answer is ``require_approval``, raise ``ToolDenied`` / ``ApprovalTimeout`` /
+``GovernanceUnavailable`` (fail closed unless the tool is in ``fail_open_tools``), and
+run the tool inside an ``execute_tool {name}`` span, a child of the requesting span, with:
+
+    traceward.decision_token     the DecisionToken (absent only when failing open)
+    traceward.approval_id        when a person approved (also on a span link to the requesting span)
+    traceward.fail_open          true when the tool ran without a decision
+    gen_ai.operation.name        "execute_tool"
+    gen_ai.tool.name             the tool name
+    gen_ai.tool.call.arguments   JSON of the approved args
+
+Wire shapes (the server implements exactly these; all bodies are JSON)::
+
+    POST /v1/decisions
+      {"tool_name", "args": {...}, "trace_id": 32 lower hex, "span_id": 16 lower hex,
+       "agent"?, "environment"?, "context"?: {summary, risk_score, blast_radius, evidence_links, rollback_plan}}
+      → 200 {"decision": "allow"|"deny"|"require_approval", "reason_code", "rule_id", "policy_version",
+             "approval_id"?, "token"?}            (token on allow; approval_id on require_approval)
+    GET /v1/approvals/{approval_id}?wait=N        (long poll: answers when decided or after N seconds)
+      → 200 {"approval_id", "status": "pending"|"approved"|"denied"|"expired", "token"?,
+             "args": {...} (approved, edited if changed), "reason"?}
+    errors → {"error": {"code", "message", "details", "retryable"}}
+
+Transport errors, 5xx and 429 count as "unavailable"; other 4xx raise ``GovernanceError``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import functools
+import inspect
+import json
+import logging
+import time
+from collections.abc import Callable, Iterator, Mapping
+from dataclasses import dataclass, field
+from typing import Any, TypeVar
+
+import httpx
+from opentelemetry import context as otel_context
+from opentelemetry import trace
+
+logger = logging.getLogger(__name__)
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+DEFAULT_APPROVAL_TIMEOUT_S = 300.0
+DEFAULT_POLL_WAIT_S = 30
+_MIN_POLL_INTERVAL_S = 0.5
+
+
+class GovernanceError(Exception):
+    """Base of the SDK's errors; also raised for a rejected request (4xx) or a malformed answer.
+
+    GovernanceError
+    ├── ToolDenied             the policy or an approver said no
+    ├── ApprovalTimeout        no approval before the deadline (or the approval expired)
+    └── GovernanceUnavailable  Traceward could not be reached (fail closed)
+    """
+
+    def __init__(self, message: str, *, code: str | None = None) -> None:
+        super().__init__(message)
+        self.code = code
+
+
+class ToolDenied(GovernanceError):
+    """The tool call was denied, by the policy or by a person."""
+
+    def __init__(
+        self, tool_name: str, reason_code: str, *, rule_id: str | None = None, approval_id: str | None = None
+    ) -> None:
+        who = f"approval {approval_id}" if approval_id else f"rule {rule_id or '(default)'}"
+        super().__init__(f"Traceward denied tool {tool_name!r}: {reason_code} ({who})", code=reason_code)
+        self.tool_name, self.reason_code, self.rule_id, self.approval_id = (
+            tool_name,
+            reason_code,
+            rule_id,
+            approval_id,
+        )
+
+
+class ApprovalTimeout(GovernanceError):
+    """No decision on the approval before the client's deadline, or it expired server-side."""
+
+
+class GovernanceUnavailable(GovernanceError):
+    """Traceward was unreachable or failing; the call is denied unless the tool is fail-open."""
+
+
+@dataclass(frozen=True)
+class DecisionResult:
+    """A decision that lets the tool run. ``args`` are the approved args to run it with."""
+
+    decision: str
+    reason_code: str
+    args: Mapping[str, Any]
+    trace_id: str
+    span_id: str
+    rule_id: str | None = None
+    policy_version: int | None = None
+    approval_id: str | None = None
+    token: str | None = None
+    fail_open: bool = False
+    raw: Mapping[str, Any] = field(default_factory=dict, repr=False, compare=False)
+
+
+def current_span_ids() -> tuple[str, str] | None:
+    """The current OTel span's (trace_id, span_id) as lower-case hex, or None without a valid span."""
+    span_context = trace.get_current_span().get_span_context()
+    if not span_context.is_valid:
+        return None
+    return format(span_context.trace_id, "032x"), format(span_context.span_id, "016x")
+
+
+def resume_context(result: DecisionResult) -> otel_context.Context:
+    """An OTel context whose parent is the requesting span, to resume a run in another process."""
+    parent = trace.SpanContext(
+        trace_id=int(result.trace_id, 16),
+        span_id=int(result.span_id, 16),
+        is_remote=True,
+        trace_flags=trace.TraceFlags(trace.TraceFlags.SAMPLED),
+    )
+    return trace.set_span_in_context(trace.NonRecordingSpan(parent))
+
+
+class GovernanceClient:
+    """Asks Traceward before tools run; see the module docstring for the wire contract."""
+
+    def __init__(
+        self,
+        base_url: str,
+        api_key: str,
+        *,
+        timeout_s: float = 5.0,
+        approval_timeout_s: float = DEFAULT_APPROVAL_TIMEOUT_S,
+        fail_open_tools: frozenset[str] | set[str] = frozenset(),
+        transport: httpx.BaseTransport | None = None,
+        poll_wait_s: int = DEFAULT_POLL_WAIT_S,
+        tracer_provider: trace.TracerProvider | None = None,
+        clock: Callable[[], float] = time.monotonic,
+        sleep: Callable[[float], None] = time.sleep,
+    ) -> None:
+        """Create a client; ``tracer_provider`` defaults to the global one, ``clock``/``sleep`` are for tests."""
+        self._tracer = trace.get_tracer("traceward.governance", tracer_provider=tracer_provider)
+        self._http = httpx.Client(
+            base_url=base_url,
+            transport=transport,
+            timeout=timeout_s,
+            headers={"Authorization": f"Bearer {api_key}", "User-Agent": "traceward-sdk/0.1"},
+        )
+        self._timeout_s = timeout_s
+        self._approval_timeout_s = approval_timeout_s
+        self._fail_open_tools = frozenset(fail_open_tools)
+        self._poll_wait_s = poll_wait_s
+        self._clock, self._sleep = clock, sleep
+
+    def close(self) -> None:
+        """Close the HTTP connection pool."""
+        self._http.close()
+
+    def __enter__(self) -> GovernanceClient:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
+
+    # ------------------------------------------------------------ deciding
+
+    def decide(
+        self,
+        tool_name: str,
+        args: Mapping[str, Any],
+        *,
+        agent: str | None = None,
+        environment: str | None = None,
+        context: Mapping[str, Any] | None = None,
+    ) -> DecisionResult:
+        """Ask for a decision under the current span; block for an approval if one is needed.
+
+        Returns:
+            The decision, when the tool may run.
+
+        Raises:
+            ToolDenied: denied by the policy or by an approver.
+            ApprovalTimeout: no approval within ``approval_timeout_s``.
+            GovernanceUnavailable: Traceward unreachable and the tool is not fail-open.
+            GovernanceError: no active span, a rejected request, or a malformed answer.
+        """
+        ids = current_span_ids()
+        if ids is None:
+            raise GovernanceError("no active OpenTelemetry span: run the tool inside a recording span")
+        body: dict[str, Any] = {
+            "tool_name": tool_name,
+            "args": dict(args),
+            "trace_id": ids[0],
+            "span_id": ids[1],
+        }
+        body |= {k: v for k, v in (("agent", agent), ("environment", environment), ("context", context)) if v}
+        try:
+            answer = self._call("POST", "/v1/decisions", json=body)
+        except GovernanceUnavailable:
+            if tool_name not in self._fail_open_tools:
+                raise
+            logger.warning(
+                "Traceward unavailable; tool %r is fail-open and runs without a decision", tool_name
+            )
+            return DecisionResult("allow", "fail_open", dict(args), ids[0], ids[1], fail_open=True)
+        return self._conclude(tool_name, dict(args), ids, answer)
+
+    def _conclude(
+        self, tool_name: str, args: dict[str, Any], ids: tuple[str, str], answer: Mapping[str, Any]
+    ) -> DecisionResult:
+        decision, reason = answer.get("decision"), str(answer.get("reason_code") or "")
+        rule_id = answer.get("rule_id")
+        if decision == "deny":
+            raise ToolDenied(tool_name, reason or "denied", rule_id=rule_id)
+        base = DecisionResult(
+            "allow", reason, args, ids[0], ids[1], rule_id, answer.get("policy_version"), raw=answer
+        )
+        if decision == "allow":
+            return _with(base, token=_optional_str(answer, "token"))
+        if decision == "require_approval" and isinstance(answer.get("approval_id"), str):
+            return self._await_approval(tool_name, base, answer["approval_id"])
+        raise GovernanceError(f"malformed decision for tool {tool_name!r}: {decision!r}")
+
+    def _await_approval(self, tool_name: str, base: DecisionResult, approval_id: str) -> DecisionResult:
+        deadline = self._clock() + self._approval_timeout_s
+        logger.info("tool %r waits for approval %s", tool_name, approval_id)
+        while (remaining := deadline - self._clock()) > 0:
+            started = self._clock()
+            wait = max(0, min(self._poll_wait_s, int(remaining)))
+            try:
+                answer = self._call(
+                    "GET",
+                    f"/v1/approvals/{approval_id}",
+                    params={"wait": wait},
+                    timeout=wait + self._timeout_s,
+                )
+            except GovernanceUnavailable:
+                answer = {"status": "pending"}  # keep waiting: the approval lives on the server
+            result = _approval_outcome(tool_name, base, approval_id, answer)
+            if result is not None:
+                return result
+            if self._clock() - started < _MIN_POLL_INTERVAL_S:
+                self._sleep(min(_MIN_POLL_INTERVAL_S, max(0.0, deadline - self._clock())))
+        raise ApprovalTimeout(
+            f"no decision on approval {approval_id} for tool {tool_name!r} within {self._approval_timeout_s:g}s"
+        )
+
+    def _call(self, method: str, path: str, **kwargs: Any) -> Mapping[str, Any]:
+        try:
+            response = self._http.request(method, path, **kwargs)
+        except httpx.TransportError as exc:
+            raise GovernanceUnavailable(f"Traceward unreachable ({type(exc).__name__}): {exc}") from exc
+        if response.status_code >= 500 or response.status_code == 429:
+            raise GovernanceUnavailable(f"Traceward unavailable: HTTP {response.status_code}")
+        try:
+            payload = response.json()
+        except ValueError as exc:
+            raise GovernanceError(f"Traceward answered HTTP {response.status_code} without JSON") from exc
+        if response.status_code >= 400:
+            error = payload.get("error", {}) if isinstance(payload, dict) else {}
+            code = error.get("code") if isinstance(error, dict) else None
+            message = error.get("message") if isinstance(error, dict) else None
+            raise GovernanceError(
+                f"Traceward rejected the request ({response.status_code} {code}): {message}", code=code
+            )
+        if not isinstance(payload, dict):
+            raise GovernanceError("Traceward answered with a non-object JSON body")
+        return payload
+
+    # ------------------------------------------------------------ running
+
+    @contextlib.contextmanager
+    def guard(
+        self,
+        tool_name: str,
+        args: Mapping[str, Any],
+        *,
+        agent: str | None = None,
+        environment: str | None = None,
+        context: Mapping[str, Any] | None = None,
+    ) -> Iterator[DecisionResult]:
+        """Decide, then run the ``with`` body inside the tool's span; yields the decision (use ``.args``)."""
+        with _requesting_span(self._tracer, tool_name) as requesting:
+            result = self.decide(tool_name, args, agent=agent, environment=environment, context=context)
+            with _tool_span(self._tracer, tool_name, result, requesting):
+                yield result
+
+    def gated(self, tool_name: str | None = None, **decide_kwargs: Any) -> Callable[[F], F]:
+        """Decorator: the tool runs only when allowed, and receives the approved args as keywords.
+
+        Works on plain and ``async`` functions whose parameters can be passed by keyword.
+        """
+
+        def decorate(fn: F) -> F:
+            name, signature = tool_name or fn.__name__, inspect.signature(fn)
+            _check_signature(fn, signature)
+            if inspect.iscoroutinefunction(fn):
+                return self._wrap_async(fn, name, signature, decide_kwargs)  # type: ignore[return-value]
+
+            @functools.wraps(fn)
+            def wrapper(*a: Any, **k: Any) -> Any:
+                with self.guard(name, _bind(signature, a, k), **decide_kwargs) as result:
+                    return fn(**result.args)
+
+            return wrapper  # type: ignore[return-value]
+
+        return decorate
+
+    def _wrap_async(
+        self, fn: Callable[..., Any], name: str, signature: inspect.Signature, kw: Mapping[str, Any]
+    ) -> Callable[..., Any]:
+        @functools.wraps(fn)
+        async def wrapper(*a: Any, **k: Any) -> Any:
+            args = _bind(signature, a, k)
+            with _requesting_span(self._tracer, name) as requesting:
+                result = await asyncio.to_thread(self.decide, name, args, **kw)  # copies the OTel context
+                with _tool_span(self._tracer, name, result, requesting):
+                    return await fn(**result.args)
+
+        return wrapper
+
+
+# ---------------------------------------------------------------- helpers
+
+
+def _with(result: DecisionResult, **changes: Any) -> DecisionResult:
+    return DecisionResult(**{**result.__dict__, **changes})
+
+
+def _optional_str(answer: Mapping[str, Any], key: str) -> str | None:
+    value = answer.get(key)
+    return value if isinstance(value, str) and value else None
+
+
+def _approval_outcome(
+    tool_name: str, base: DecisionResult, approval_id: str, answer: Mapping[str, Any]
+) -> DecisionResult | None:
+    status = answer.get("status")
+    if status == "pending":
+        return None
+    if status == "denied":
+        raise ToolDenied(tool_name, str(answer.get("reason") or "approval_denied"), approval_id=approval_id)
+    if status == "expired":
+        raise ApprovalTimeout(f"approval {approval_id} for tool {tool_name!r} expired before anyone decided")
+    token = _optional_str(answer, "token")
+    if status != "approved" or token is None:
+        raise GovernanceError(
+            f"malformed approval {approval_id}: status {status!r}, token present: {bool(token)}"
+        )
+    args = answer.get("args")
+    approved = dict(args) if isinstance(args, Mapping) else dict(base.args)
+    return _with(base, decision="approved", args=approved, approval_id=approval_id, token=token, raw=answer)
+
+
+@contextlib.contextmanager
+def _requesting_span(tracer: trace.Tracer, tool_name: str) -> Iterator[trace.SpanContext]:
+    """The span decisions are asked under: the current one, or a new root when there is none."""
+    current = trace.get_current_span().get_span_context()
+    if current.is_valid:
+        yield current
+        return
+    with tracer.start_as_current_span(f"govern {tool_name}") as span:
+        yield span.get_span_context()
+
+
+def _tool_span(
+    tracer: trace.Tracer, tool_name: str, result: DecisionResult, requesting: trace.SpanContext
+) -> Any:
+    attributes: dict[str, Any] = {
+        "gen_ai.operation.name": "execute_tool",
+        "gen_ai.tool.name": tool_name,
+        "gen_ai.tool.call.arguments": json.dumps(result.args, separators=(",", ":"), ensure_ascii=False),
+    }
+    if result.token:
+        attributes["traceward.decision_token"] = result.token
+    if result.fail_open:
+        attributes["traceward.fail_open"] = True
+    links = []
+    if result.approval_id:
+        attributes["traceward.approval_id"] = result.approval_id
+        links.append(trace.Link(requesting, {"traceward.approval_id": result.approval_id}))
+    return tracer.start_as_current_span(
+        f"execute_tool {tool_name}", kind=trace.SpanKind.INTERNAL, attributes=attributes, links=links
+    )
+
+
+def _check_signature(fn: Callable[..., Any], signature: inspect.Signature) -> None:
+    for param in signature.parameters.values():
+        if param.kind in (param.POSITIONAL_ONLY, param.VAR_POSITIONAL):
+            raise TypeError(
+                f"@gated tool {fn.__name__!r}: parameter {param.name!r} cannot be passed by keyword"
+            )
+
+
+def _bind(signature: inspect.Signature, a: tuple[Any, ...], k: Mapping[str, Any]) -> dict[str, Any]:
+    bound = signature.bind(*a, **k)
+    bound.apply_defaults()
+    args = dict(bound.arguments)
+    for param in signature.parameters.values():
+        if param.kind is param.VAR_KEYWORD:
+            args.update(args.pop(param.name, {}))
+    return args
