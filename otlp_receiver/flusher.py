@@ -48,6 +48,7 @@ class Batch:
     created: list[tuple[str, str, dict[str, Any]]] = field(default_factory=list)
     finished: list[dict[str, Any]] = field(default_factory=list)
     heads: dict[tuple[str, str], tuple[str, int]] = field(default_factory=dict)  # (tenant, run) → (hash, next seq)
+    usage_changed: set[tuple[str, str]] = field(default_factory=set)  # runs whose usage totals need recomputing
     projects: dict[tuple[str, str], str] = field(default_factory=dict)
 
     @property
@@ -63,11 +64,11 @@ class Flusher:
     """Background WAL → stores mover."""
 
     def __init__(self, wal: WriteAheadLog, index: RunIndex, steps: StepTable, sequencer: Sequencer,
-                 prices: PriceTable, *, interval_s: float = 0.2, max_records: int = 2_000,
+                 prices: PriceTable, *, interval_s: float = 0.2, max_steps: int = 20_000,
                  compact_every_s: float = 60.0) -> None:
         self.wal, self.index, self.steps, self.sequencer, self.prices = wal, index, steps, sequencer, prices
         self.interval_s = interval_s
-        self.max_records = max_records
+        self.max_steps = max_steps
         self.compact_every_s = compact_every_s
         self.listeners: list[FlushListener] = []
         self._stop = threading.Event()
@@ -143,12 +144,15 @@ class Flusher:
         return True
 
     def _read(self, checkpoint: int, delta_end: int) -> list[tuple[bytes, int]]:
-        records = []
-        for payload, end in self.wal.read_from(checkpoint, max_records=self.max_records):
+        """Records from the checkpoint, bounded in size (memory), ending exactly at Delta's end if it is ahead."""
+        records: list[tuple[bytes, int]] = []
+        size = 0
+        for payload, end in self.wal.read_from(checkpoint):
             if checkpoint < delta_end < end:
                 break  # rebuild exactly the batch Delta already committed, no more
             records.append((payload, end))
-            if end == delta_end:
+            size += len(payload)
+            if end == delta_end or (delta_end <= checkpoint and size >= self.max_steps * 1024):
                 break
         return records
 
@@ -198,6 +202,8 @@ class Flusher:
                              start_ns=draft.start_ns, payload_hash=p_hash, redaction_meta=meta)
         c_hash = chain_hash(prev, record)
         batch.heads[(tenant, run_id)] = (c_hash, seq + 1)
+        if is_usage_relevant(draft.type, draft.tokens_in, draft.status) or draft.cost_usd is not None:
+            batch.usage_changed.add((tenant, run_id))
         resource = draft.payload.get("resource") or {}
         env = resource.get("deployment.environment.name", resource.get("deployment.environment"))
         values = {

@@ -26,7 +26,6 @@ if TYPE_CHECKING:
 _SPAN_COLUMNS = ("tenant_id", "run_id", "span_id", "seq", "parent_span_id", "type", "status", "day",
                  "start_ns", "end_ns", "model_name", "tool_name", "tool_call_id", "tokens_in", "tokens_out",
                  "tokens_total", "tokens_cache_read", "tokens_cache_write", "tokens_reasoning", "cost_usd")
-_USAGE_TYPES = {StepType.MODEL.value, StepType.TOOL.value, StepType.ERROR.value}
 _MERGE_FIRST = ("name", "service", "agent", "session_id", "user_id")
 
 
@@ -79,7 +78,7 @@ def _update_run(db: Database, key: tuple[str, str], batch: Batch, prices: PriceT
             _merge_summary(row, summary)
     if key in batch.heads:
         row["head_hash"], row["step_count"] = batch.heads[key]
-    if _has_usage_changes(batch, tenant, run_id):
+    if key in batch.usage_changed:
         _recompute_usage(db, row, prices)
     row["updated_ns"] = now
     _save(db, row)
@@ -121,16 +120,6 @@ def _merge_summary(row: dict[str, Any], s: dict[str, Any]) -> None:
         row["root_end_ns"] = row["finished_ns"] = s["root_end_ns"]
 
 
-def _has_usage_changes(batch: Batch, tenant: str, run_id: str) -> bool:
-    rows = batch.rows
-    for i, rid in enumerate(rows["run_id"]):
-        if rid == run_id and rows["tenant_id"][i] == tenant and (
-                rows["type"][i] in _USAGE_TYPES or rows["tokens_in"][i] is not None
-                or rows["status"][i] == "error" or rows["cost_usd"][i] is not None):
-            return True
-    return False
-
-
 def _recompute_usage(db: Database, row: dict[str, Any], prices: PriceTable) -> None:
     spans = db.query("SELECT * FROM spans WHERE tenant_id = ? AND run_id = ? ORDER BY seq",
                      [row["tenant_id"], row["run_id"]])
@@ -156,10 +145,21 @@ def _draft(s: dict[str, Any]) -> StepDraft:
 
 def _save(db: Database, row: dict[str, Any]) -> None:
     record = {**row, "tags": orjson.dumps(row["tags"]).decode()}
-    db["runs"].upsert(record, pk=("tenant_id", "run_id"), alter=False)
+    columns = [c for c in _run_columns(db) if c in record]
+    db.execute(f"INSERT OR REPLACE INTO runs ({','.join(columns)}) VALUES ({','.join('?' * len(columns))})",
+               [record[c] for c in columns])
     models = orjson.loads(record.get("model_names") or "[]")
     tools = orjson.loads(record.get("tool_names") or "[]")
     _write_facets(db, row["tenant_id"], row["run_id"], row["started_ns"], models, tools, row["tags"])
+
+
+_RUN_COLUMNS: list[str] = []
+
+
+def _run_columns(db: Database) -> list[str]:
+    if not _RUN_COLUMNS:
+        _RUN_COLUMNS.extend(r[1] for r in db.execute("PRAGMA table_info(runs)").fetchall())
+    return _RUN_COLUMNS
 
 
 def _write_facets(db: Database, tenant: str, run_id: str, started_ns: int, models: Iterable[str],

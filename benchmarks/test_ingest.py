@@ -1,0 +1,90 @@
+"""End-to-end ingest throughput: concurrent OTLP/gRPC clients → until every span is queryable.
+
+Realistic agent spans (~1 KB, a dozen attributes: GenAI model and tool spans under an
+invoke_agent root). Requests are pre-serialised so the clients spend little CPU; the
+server is a real `traceward serve` subprocess with default settings (WAL fsync on).
+Peak server RSS is sampled while it works.
+
+Run for real: make bench (or pytest benchmarks/test_ingest.py --benchmark-only -s).
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import grpc
+import httpx
+import psutil
+import pytest
+from opentelemetry.proto.collector.trace.v1 import trace_service_pb2
+
+from benchmarks.spans import make_agent_request
+from tests.live import ADMIN_KEY, INGEST_KEY, LiveServer
+
+EXPORT_METHOD = "/opentelemetry.proto.collector.trace.v1.TraceService/Export"
+
+
+def _sizes(disabled: bool) -> tuple[int, int, int]:
+    """(clients, requests per client, spans per request)."""
+    return (2, 2, 200) if disabled else (4, 25, 1000)
+
+
+@pytest.fixture
+def server(tmp_path: Path) -> Iterator[LiveServer]:
+    srv = LiveServer(tmp_path / "data").start()
+    yield srv
+    srv.stop()
+
+
+def _send_all(port: int, requests: list[bytes]) -> None:
+    with grpc.insecure_channel(f"127.0.0.1:{port}") as channel:
+        export = channel.unary_unary(EXPORT_METHOD, request_serializer=None,
+                                     response_deserializer=trace_service_pb2.ExportTraceServiceResponse.FromString)
+        for body in requests:
+            response = export(body, metadata=(("authorization", f"Bearer {INGEST_KEY}"),), timeout=60)
+            assert not response.partial_success.rejected_spans
+
+
+def _stored_steps(srv: LiveServer) -> int:
+    total, cursor = 0, None
+    while True:
+        params = {"limit": 500, **({"cursor": cursor} if cursor else {})}
+        body = httpx.get(f"{srv.api_url}/v1/runs", params=params,
+                         headers={"authorization": f"Bearer {ADMIN_KEY}"}, timeout=30).json()
+        total += sum(r["step_count"] for r in body["runs"])
+        cursor = body["next_cursor"]
+        if not cursor:
+            return total
+
+
+def test_ingest_throughput_grpc(benchmark, server: LiveServer, request: pytest.FixtureRequest) -> None:
+    clients, per_client, spans_per_request = _sizes(request.config.getoption("benchmark_disable"))
+    batches = [[make_agent_request(spans_per_request, seed=c * 1000 + i).SerializeToString()
+                for i in range(per_client)] for c in range(clients)]
+    total = clients * per_client * spans_per_request
+    proc = psutil.Process(server.proc.pid)
+    peak = [proc.memory_info().rss]
+
+    def run() -> None:
+        threads = [threading.Thread(target=_send_all, args=(server.grpc_port, b)) for b in batches]
+        for t in threads:
+            t.start()
+        while any(t.is_alive() for t in threads):
+            peak[0] = max(peak[0], proc.memory_info().rss)
+            time.sleep(0.05)
+        while _stored_steps(server) < total:
+            peak[0] = max(peak[0], proc.memory_info().rss)
+            time.sleep(0.05)
+
+    benchmark.pedantic(run, rounds=1, iterations=1)
+    assert _stored_steps(server) == total
+    seconds = benchmark.stats.stats.max if benchmark.stats else None
+    if seconds:
+        benchmark.extra_info["spans_per_s"] = round(total / seconds)
+        print(f"\n{total} spans in {seconds:.2f}s = {total / seconds:,.0f} spans/s; "
+              f"peak RSS {peak[0] / 2**20:.0f} MiB")
+    benchmark.extra_info["peak_rss_mib"] = round(peak[0] / 2**20)
+    assert peak[0] < 1024 * 2**20
