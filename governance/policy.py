@@ -255,11 +255,16 @@ def _load_document(text: str, content_type: str) -> Any:
     if size > MAX_POLICY_BYTES:
         _fail(_ROOT, f"policy is {size} bytes, over the {MAX_POLICY_BYTES}-byte limit")
     kind = content_type.split(";")[0].strip().lower()
-    if kind in ("json", "application/json"):
-        return _load_json(text)
-    if kind in ("yaml", "yml", "application/yaml", "application/x-yaml", "text/yaml", "text/x-yaml"):
-        return _load_yaml(text)
-    _fail(_ROOT, f"unsupported content type {content_type!r} (use yaml or json)")
+    if kind not in _JSON_TYPES + _YAML_TYPES:
+        _fail(_ROOT, f"unsupported content type {content_type!r} (use yaml or json)")
+    try:
+        return _load_json(text) if kind in _JSON_TYPES else _load_yaml(text)
+    except RecursionError as exc:
+        raise _error(_ROOT, "the document is nested too deeply") from exc
+
+
+_JSON_TYPES = ("json", "application/json")
+_YAML_TYPES = ("yaml", "yml", "application/yaml", "application/x-yaml", "text/yaml", "text/x-yaml")
 
 
 def _load_yaml(text: str) -> Any:
@@ -274,10 +279,11 @@ def _load_yaml(text: str) -> Any:
 
 def _load_json(text: str) -> Any:
     def pairs(items: list[tuple[str, Any]]) -> dict[str, Any]:
-        keys = [k for k, _ in items]
-        dupes = sorted({k for k in keys if keys.count(k) > 1})
-        if dupes:
-            _fail(_ROOT, f"duplicate key {dupes[0]!r}")
+        seen: set[str] = set()
+        for key, _ in items:
+            if key in seen:
+                _fail(_ROOT, f"duplicate key {key!r}")
+            seen.add(key)
         return dict(items)
 
     def reject(name: str) -> NoReturn:
@@ -318,13 +324,15 @@ def _type_name(value: Any) -> str:
 
 
 def _string(value: Any, hint: str, pattern: re.Pattern[str] | None = None, what: str = "a string") -> str:
-    if not isinstance(value, str) or not value or len(value) > MAX_PATTERN_CHARS:
-        _fail(
-            hint, f"expected {what}, got {_type_name(value) if not isinstance(value, str) else repr(value)}"
-        )
-    if pattern is not None and not pattern.match(value):
-        _fail(hint, f"{value!r} is not {what}")
+    if not isinstance(value, str):
+        _fail(hint, f"expected {what}, got {_type_name(value)}")
+    if not value or len(value) > MAX_PATTERN_CHARS or (pattern is not None and not pattern.match(value)):
+        _fail(hint, f"{_excerpt(value)} is not {what}")
     return value
+
+
+def _excerpt(value: str) -> str:
+    return repr(value) if len(value) <= 60 else repr(value[:57] + "...")
 
 
 def _choice(value: Any, hint: str, choices: Sequence[str]) -> str:

@@ -306,7 +306,9 @@ class GovernanceClient:
     def gated(self, tool_name: str | None = None, **decide_kwargs: Any) -> Callable[[F], F]:
         """Decorator: the tool runs only when allowed, and receives the approved args as keywords.
 
-        Works on plain and ``async`` functions whose parameters can be passed by keyword.
+        Works on plain and ``async`` functions whose parameters can be passed by keyword (not
+        bound methods: ``self`` would become an argument). The call's arguments, defaults
+        applied and ``**kwargs`` flattened, are what is decided on; they must be JSON-serialisable.
         """
 
         def decorate(fn: F) -> F:

@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from governance.policy import (
     MAX_POLICY_BYTES,
@@ -223,3 +226,47 @@ def test_conditional_allow_leaves_the_tool_gated():
 def test_allow_default_and_no_deny_rules_means_ungated():
     policy = parse_policy("default: {decision: allow, reason_code: open}\nrules: []")
     assert not is_gated(policy, "anything")
+
+
+@pytest.mark.parametrize("content_type", ["yaml", "json"])
+def test_deeply_nested_document_is_rejected(content_type):
+    assert (
+        error_of("[" * 50_000, content_type=content_type) == "(document): the document is nested too deeply"
+    )
+
+
+def test_long_values_are_excerpted_in_errors():
+    message = error_of(rules_doc(f"{{id: '{'x' * 500}', decision: allow, reason_code: ok}}"))
+    assert message.startswith("rules[0].id: 'xxx") and len(message) < 200
+
+
+@settings(max_examples=200, deadline=None)
+@given(text=st.text(max_size=300))
+def test_arbitrary_text_parses_or_raises_policy_file_error(text):
+    for content_type in ("yaml", "json"):
+        with contextlib.suppress(PolicyFileError):
+            parse_policy(text, content_type=content_type)
+
+
+leaf = (
+    st.none()
+    | st.booleans()
+    | st.integers()
+    | st.text(max_size=8)
+    | st.sampled_from(["$.a", "L3", "allow", "eq"])
+)
+keys = st.sampled_from(
+    ["id", "match", "decision", "reason_code", "tool", "args", "agent", "$.a", "gt", "in", "x"]
+)
+json_docs = st.recursive(
+    leaf, lambda inner: st.lists(inner, max_size=3) | st.dictionaries(keys, inner, max_size=4), max_leaves=25
+)
+
+
+@settings(max_examples=300, deadline=None)
+@given(rules=st.lists(json_docs, max_size=4), default=json_docs)
+def test_arbitrary_structures_parse_or_raise_policy_file_error(rules, default):
+    try:
+        parse_policy(json.dumps({"default": default, "rules": rules}), content_type="json")
+    except PolicyFileError as exc:
+        assert ": " in str(exc)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import httpx
@@ -98,16 +98,21 @@ def clock() -> FakeClock:
 @pytest.fixture
 def make_client(
     provider: TracerProvider, clock: FakeClock
-) -> Callable[..., tuple[GovernanceClient, FakeTraceward]]:
+) -> Iterator[Callable[..., tuple[GovernanceClient, FakeTraceward]]]:
+    clients: list[GovernanceClient] = []
+
     def make(decision: Any = ALLOW, polls: list[Any] | None = None, **kwargs: Any):
         server = FakeTraceward(clock, decision, polls)
         client = GovernanceClient(
             "http://traceward.test", "key-123", transport=httpx.MockTransport(server), tracer_provider=provider,
             clock=clock, sleep=clock.sleep, **kwargs,
         )  # fmt: skip
+        clients.append(client)
         return client, server
 
-    return make
+    yield make
+    for client in clients:
+        client.close()
 
 
 def in_agent_span(provider: TracerProvider, body: Callable[[], Any]) -> tuple[Any, trace.SpanContext]:
