@@ -11,6 +11,7 @@ same batch (same records, same seqs, same hashes) and applies only the SQLite ha
 
 from __future__ import annotations
 
+import functools
 import logging
 import threading
 import time
@@ -22,9 +23,9 @@ from typing import Any
 import orjson
 import pyarrow as pa
 
-from otlp_receiver.chain import chain_hash, encode_payload, genesis_hash, step_record
+from otlp_receiver.chain import chain_hash, genesis_hash, step_record
 from otlp_receiver.columns import STEP_COLUMN_NAMES
-from otlp_receiver.ingest import Sequencer, draft_from_dict
+from otlp_receiver.ingest import Sequencer
 from otlp_receiver.model import StepType, make_step_id
 from otlp_receiver.pricing import PriceTable
 from otlp_receiver.store.index import RunIndex
@@ -167,8 +168,7 @@ class Flusher:
         if time.monotonic() - self._last_compact < self.compact_every_s:
             return
         self._last_compact = time.monotonic()
-        if self.steps.small_file_count() > 8:
-            self.steps.compact()
+        self.steps.compact(min_files=8)
 
     def _build(self, records: Sequence[tuple[bytes, int]]) -> Batch:
         batch = Batch(end=records[-1][1])
@@ -187,41 +187,30 @@ class Flusher:
         tenant, project = record["tenant"], record["project"]
         for summary in record["runs"].values():
             batch.summaries.append((tenant, project, summary))
-        for run_id, seq, data in record["items"]:
-            batch.projects[(tenant, run_id)] = project
-            self._add_row(batch, tenant, project, run_id, seq, data, record["received_ns"])
+        for item in record["items"]:
+            batch.projects[(tenant, item[0])] = project
+            self._add_row(batch, tenant, project, item, record["received_ns"])
 
-    def _add_row(self, batch: Batch, tenant: str, project: str, run_id: str, seq: int,
-                 data: dict[str, Any], received_ns: int) -> None:
-        draft = draft_from_dict(data)
-        payload_text, p_hash = encode_payload(draft.payload)
+    def _add_row(self, batch: Batch, tenant: str, project: str, item: list[Any], received_ns: int) -> None:
+        run_id, seq, f, payload_text, p_hash = item
         prev = self._head(batch, tenant, run_id)
-        meta = data["redaction_meta"]
-        record = step_record(seq=seq, type=draft.type.value, name=draft.name, trace_id=draft.trace_id,
-                             span_id=draft.span_id, parent_span_id=draft.parent_span_id,
-                             start_ns=draft.start_ns, payload_hash=p_hash, redaction_meta=meta)
+        meta = f["redaction_meta"]
+        record = step_record(seq=seq, type=f["type"], name=f["name"], trace_id=f["trace_id"],
+                             span_id=f["span_id"], parent_span_id=f["parent_span_id"],
+                             start_ns=f["start_ns"], payload_hash=p_hash, redaction_meta=meta)
         c_hash = chain_hash(prev, record)
         batch.heads[(tenant, run_id)] = (c_hash, seq + 1)
-        if is_usage_relevant(draft.type, draft.tokens_in, draft.status) or draft.cost_usd is not None:
+        if is_usage_relevant(f["type"], f["tokens_in"], f["status"]) or f["cost_usd"] is not None:
             batch.usage_changed.add((tenant, run_id))
-        resource = draft.payload.get("resource") or {}
-        env = resource.get("deployment.environment.name", resource.get("deployment.environment"))
-        values = {
-            **data, "tenant_id": tenant, "project_id": project, "run_id": run_id, "seq": seq,
-            "day": _day(draft.start_ns or received_ns), "type": draft.type.value,
-            "step_id": make_step_id(tenant, draft.trace_id, draft.span_id),
-            "duration_ns": max(0, draft.end_ns - draft.start_ns),
-            "cost_source": "reported" if draft.cost_usd is not None else None,
-            "decision_token_id": None, "binding": None,
-            "redaction_count": len(meta["paths"]) if meta else 0,
-            "redaction_meta": orjson.dumps(meta).decode() if meta else None,
-            "payload": payload_text, "payload_hash": p_hash, "prev_hash": prev,
-            "chain_hash": c_hash, "schema_version": 1, "ingested_ns": received_ns,
-            "service": _str(resource.get("service.name")), "service_version": _str(resource.get("service.version")),
-            "environment": _str(env),
-        }
+        f.update(tenant_id=tenant, project_id=project, run_id=run_id, seq=seq, day=_day(f["start_ns"] or received_ns),
+                 step_id=make_step_id(tenant, f["trace_id"], f["span_id"]),
+                 duration_ns=max(0, f["end_ns"] - f["start_ns"]),
+                 cost_source="reported" if f["cost_usd"] is not None else None,
+                 decision_token_id=None, binding=None, redaction_count=len(meta["paths"]) if meta else 0,
+                 redaction_meta=orjson.dumps(meta).decode() if meta else None, payload=payload_text,
+                 payload_hash=p_hash, prev_hash=prev, chain_hash=c_hash, schema_version=1, ingested_ns=received_ns)
         for name, column in batch.rows.items():
-            column.append(values.get(name))
+            column.append(f.get(name))
 
     def _head(self, batch: Batch, tenant: str, run_id: str) -> str:
         head = batch.heads.get((tenant, run_id))
@@ -234,11 +223,12 @@ class Flusher:
 
 
 def _day(ns: int) -> str:
-    return datetime.fromtimestamp(ns // _NS_PER_DAY * 86_400, tz=UTC).strftime("%Y-%m-%d")
+    return _day_name(ns // _NS_PER_DAY)
 
 
-def _str(value: object) -> str | None:
-    return value if isinstance(value, str) else None
+@functools.lru_cache(maxsize=4096)
+def _day_name(day_number: int) -> str:
+    return datetime.fromtimestamp(day_number * 86_400, tz=UTC).strftime("%Y-%m-%d")
 
 
 def is_usage_relevant(step_type: str, tokens: object, status: str) -> bool:

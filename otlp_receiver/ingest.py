@@ -7,7 +7,10 @@ the step table and the run index.
 
 WAL record shapes (orjson):
   {"kind": "steps", "tenant", "project", "received_ns", "runs": {run_id: RunSummary-dict},
-   "items": [[run_id, seq, StepDraft-dict], ...]}
+   "items": [[run_id, seq, fields, payload_text, payload_hash], ...]}
+  where ``fields`` is the StepDraft as a dict without its payload, plus service/service_version/
+  environment from the resource, and the payload is already in its canonical (hashed) text form —
+  so the flusher neither re-parses payloads nor re-encodes them.
   {"kind": "run", "tenant", "project", "run": {...}}          REST POST /v1/runs
   {"kind": "finish", "tenant", "run_id", "status", "finished_ns"}
 """
@@ -24,6 +27,7 @@ from typing import Any
 
 import orjson
 
+from otlp_receiver.chain import encode_payload
 from otlp_receiver.errors import ConflictError, NotFoundError
 from otlp_receiver.mapping import map_span, summarize_runs
 from otlp_receiver.model import (
@@ -33,7 +37,6 @@ from otlp_receiver.model import (
     RunSummary,
     Span,
     StepDraft,
-    StepType,
 )
 from otlp_receiver.store.index import RunIndex
 from otlp_receiver.wal import WriteAheadLog
@@ -164,7 +167,7 @@ class IngestPipeline:
         for run_id, drafts in by_run.items():
             drafts.sort(key=lambda d: (d.start_ns, d.span_id))
             seqs = self.sequencer.assign(tenant_id, run_id, [d.span_id for d in drafts])
-            items.extend([run_id, seq, draft_to_dict(d)] for seq, d in zip(seqs, drafts, strict=True)
+            items.extend(wal_item(run_id, seq, d) for seq, d in zip(seqs, drafts, strict=True)
                          if seq is not None)
         return items
 
@@ -191,7 +194,7 @@ class IngestPipeline:
             seqs = self.sequencer.assign(tenant_id, run_id, [d.span_id for d in drafts])
             if any(s is None for s in seqs):
                 raise ConflictError("a step with this span_id already exists in the run")
-            items = [[run_id, seq, draft_to_dict(d)] for seq, d in zip(seqs, drafts, strict=True)]
+            items = [wal_item(run_id, seq, d) for seq, d in zip(seqs, drafts, strict=True)]
             record = {"kind": "steps", "tenant": tenant_id, "project": project_id,
                       "received_ns": time.time_ns(), "runs": {}, "items": items}
             position = self.wal.append(orjson.dumps(record))
@@ -220,21 +223,23 @@ class IngestPipeline:
             return self.wal.append(orjson.dumps(record))
 
 
-def draft_to_dict(draft: StepDraft) -> dict[str, Any]:
-    """StepDraft → JSON-ready dict (the WAL item form)."""
-    out = {name: getattr(draft, name) for name in _DRAFT_FIELDS}
-    meta: RedactionMeta = out["redaction_meta"]
-    out["redaction_meta"] = None if meta.is_empty() else redaction_meta_to_dict(meta)
-    return out
+def wal_item(run_id: str, seq: int, draft: StepDraft) -> list[Any]:
+    """The WAL form of one sequenced step: ``[run_id, seq, fields, payload_text, payload_hash]``."""
+    fields = {name: getattr(draft, name) for name in _DRAFT_FIELDS}
+    del fields["payload"]
+    meta: RedactionMeta = fields["redaction_meta"]
+    fields["redaction_meta"] = None if meta.is_empty() else redaction_meta_to_dict(meta)
+    resource = draft.payload.get("resource") or {}
+    env = resource.get("deployment.environment.name", resource.get("deployment.environment"))
+    fields["service"] = _str(resource.get("service.name"))
+    fields["service_version"] = _str(resource.get("service.version"))
+    fields["environment"] = _str(env)
+    payload_text, payload_hash = encode_payload(draft.payload)
+    return [run_id, seq, fields, payload_text, payload_hash]
 
 
-def draft_from_dict(data: dict[str, Any]) -> StepDraft:
-    """Inverse of :func:`draft_to_dict`."""
-    values = dict(data)
-    values["type"] = StepType(values["type"])
-    meta = values.get("redaction_meta")
-    values["redaction_meta"] = redaction_meta_from_dict(meta) if meta else RedactionMeta()
-    return StepDraft(**values)
+def _str(value: object) -> str | None:
+    return value if isinstance(value, str) else None
 
 
 def redaction_meta_to_dict(meta: RedactionMeta) -> dict[str, Any]:

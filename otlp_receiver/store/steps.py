@@ -71,13 +71,13 @@ class StepTable:
                 return 0
             return self._dt.transaction_version(APP_ID) or 0
 
-    def compact(self, *, partitions: Sequence[tuple[str, str]] | None = None) -> dict[str, Any]:
-        """Merge small files (z-ordered by run_id) and vacuum the replaced files away."""
+    def compact(self, *, min_files: int = 8) -> dict[str, Any]:
+        """Merge the partitions holding ``min_files`` or more files (z-ordered by run_id), then vacuum."""
         with self._lock:
             if self._dt is None:
                 return {}
             metrics: dict[str, Any] = {}
-            for tenant_id, day in partitions or self._partitions():
+            for tenant_id, day in self.crowded_partitions(min_files):
                 predicate = [("tenant_id", "=", tenant_id), ("day", "=", day)]
                 metrics = self._dt.optimize.z_order(["run_id", "seq"], partition_filters=predicate,
                                                     writer_properties=_WRITER)
@@ -100,14 +100,16 @@ class StepTable:
         else:
             self._dt.update_incremental()
 
-    def _partitions(self) -> list[tuple[str, str]]:
-        assert self._dt is not None
-        return sorted({(p["tenant_id"], p["day"]) for p in self._dt.partitions()})
-
-    def small_file_count(self) -> int:
-        """How many data files the current snapshot has (a compaction trigger)."""
+    def crowded_partitions(self, min_files: int) -> list[tuple[str, str]]:
+        """Partitions (tenant_id, day) with at least ``min_files`` data files: the compaction candidates."""
         with self._lock:
-            return 0 if self._dt is None else len(self._dt.file_uris())
+            if self._dt is None:
+                return []
+            counts: dict[tuple[str, str], int] = {}
+            for path in self._dt.file_uris():
+                key = _partition_of(path)
+                counts[key] = counts.get(key, 0) + 1
+            return sorted(k for k, n in counts.items() if n >= min_files)
 
     # -- reading ---------------------------------------------------------------------------------------------
 
@@ -129,23 +131,33 @@ class StepTable:
         return pl.scan_parquet(files, hive_partitioning=True, missing_columns="insert",
                                extra_columns="ignore", schema=pl.Schema(STEP_SCHEMA))
 
-    def read_run(self, tenant_id: str, run_id: str, days: Sequence[str], *, after_seq: int = -1,
-                 limit: int | None = None, types: Sequence[str] | None = None) -> pl.DataFrame:
-        """Steps of one run in seq order, after ``after_seq``, at most ``limit`` rows."""
+    def run_frame(self, tenant_id: str, run_id: str, days: Sequence[str], *, after_seq: int = -1,
+                  limit: int | None = None, types: Sequence[str] | None = None) -> pl.LazyFrame:
+        """A lazy frame of one run's steps in seq order, after ``after_seq``, at most ``limit`` rows."""
         lf = self.scan(tenant_id, days).filter((pl.col("run_id") == run_id) & (pl.col("seq") > after_seq))
         if types:
             lf = lf.filter(pl.col("type").is_in(list(types)))
         lf = lf.sort("seq")
         if limit is not None:
             lf = lf.head(limit)
-        return _collect(lf)
+        return lf
+
+    def read_run(self, tenant_id: str, run_id: str, days: Sequence[str], *, after_seq: int = -1,
+                 limit: int | None = None, types: Sequence[str] | None = None) -> pl.DataFrame:
+        """Steps of one run in seq order, after ``after_seq``, at most ``limit`` rows."""
+        for attempt in (1, 2):
+            try:
+                return self.run_frame(tenant_id, run_id, days, after_seq=after_seq, limit=limit,
+                                      types=types).collect()
+            except FileNotFoundError:
+                # A compaction vacuumed a file of the snapshot we listed: list the files again, once.
+                if attempt == 2:
+                    raise StorageError("step files changed during the read; retry") from None
+            except pl.exceptions.PolarsError as exc:
+                raise StorageError(f"step table read failed: {exc}") from exc
+        raise AssertionError("unreachable")
 
 
-def _collect(lf: pl.LazyFrame) -> pl.DataFrame:
-    try:
-        return lf.collect()
-    except FileNotFoundError:
-        # A concurrent compaction vacuumed a file of the snapshot we listed: list again once.
-        raise StorageError("step files changed during the read; retry") from None
-    except pl.exceptions.PolarsError as exc:
-        raise StorageError(f"step table read failed: {exc}") from exc
+def _partition_of(path: str) -> tuple[str, str]:
+    parts = dict(p.split("=", 1) for p in Path(path).parts if "=" in p)
+    return parts.get("tenant_id", ""), parts.get("day", "")
