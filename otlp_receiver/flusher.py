@@ -206,7 +206,7 @@ class Flusher:
                  step_id=make_step_id(tenant, f["trace_id"], f["span_id"]),
                  duration_ns=max(0, f["end_ns"] - f["start_ns"]),
                  cost_source="reported" if f["cost_usd"] is not None else None,
-                 decision_token_id=None, binding=None, redaction_count=len(meta["paths"]) if meta else 0,
+                 redaction_count=len(meta["paths"]) if meta else 0,
                  redaction_meta=orjson.dumps(meta).decode() if meta else None, payload=payload_text,
                  payload_hash=p_hash, prev_hash=prev, chain_hash=c_hash, schema_version=1, ingested_ns=received_ns)
         for name, column in batch.rows.items():

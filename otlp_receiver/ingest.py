@@ -43,6 +43,10 @@ from otlp_receiver.wal import WriteAheadLog
 
 Redact = Callable[[str, Span], tuple[Span, RedactionMeta]]
 """(tenant_id, span) → (redacted span, what was redacted). Injected by the server."""
+Bind = Callable[[str, str, Span], tuple[str | None, str | None]]
+"""(tenant_id, project_id, raw span) → (binding, decision_token_id), checked BEFORE redaction so the
+decision token and the recorded tool arguments are seen as the agent sent them. Injected by the server
+(governance's check); (None, None) for spans it has nothing to say about."""
 
 _DRAFT_FIELDS = tuple(f.name for f in dataclasses.fields(StepDraft))
 
@@ -130,23 +134,40 @@ class Sequencer:
 class IngestPipeline:
     """Redact → map → sequence → WAL, under one lock so seqs reach the log in order."""
 
-    def __init__(self, wal: WriteAheadLog, sequencer: Sequencer, *, redact: Redact | None = None) -> None:
+    def __init__(self, wal: WriteAheadLog, sequencer: Sequencer, *, redact: Redact | None = None,
+                 bind: Bind | None = None) -> None:
         self.wal = wal
         self.sequencer = sequencer
         self.redact = redact
+        self.bind = bind
         self._lock = threading.Lock()
 
     def ingest_spans(self, tenant_id: str, project_id: str, spans: Sequence[Span]) -> IngestResult:
         """Make a batch of decoded spans durable. Returns once they are in the WAL."""
         if not spans:
             return IngestResult(0, 0, self.wal.end_position())
+        bindings = {s.span_id: self.bind(tenant_id, project_id, s) for s in spans} if self.bind else {}
         drafts = [self._draft(tenant_id, s) for s in spans]
         summaries = {k: _summary_dict(v) for k, v in summarize_runs(spans).items()}
+        return self._append(tenant_id, project_id, drafts, summaries, bindings)
+
+    def ingest_drafts(self, tenant_id: str, project_id: str, drafts: Sequence[StepDraft]) -> IngestResult:
+        """Append server-made steps (policy decisions, approvals) to the runs of their trace ids.
+
+        The run need not exist yet (an agent asks before its spans are exported): it is created."""
+        drafts = [self._redact_draft(tenant_id, d) for d in drafts]
+        summaries = {d.trace_id: _summary_dict(RunSummary(run_id=d.trace_id, first_start_ns=d.start_ns,
+                                                          last_end_ns=d.end_ns)) for d in drafts}
+        return self._append(tenant_id, project_id, drafts, summaries, {})
+
+    def _append(self, tenant_id: str, project_id: str, drafts: Sequence[StepDraft],
+                summaries: dict[str, dict[str, Any]],
+                bindings: dict[str, tuple[str | None, str | None]]) -> IngestResult:
         by_run: dict[str, list[StepDraft]] = {}
         for draft in drafts:
             by_run.setdefault(draft.trace_id, []).append(draft)
         with self._lock:
-            items = self._sequence(tenant_id, by_run)
+            items = self._sequence(tenant_id, by_run, bindings)
             record = {"kind": "steps", "tenant": tenant_id, "project": project_id,
                       "received_ns": time.time_ns(), "runs": summaries, "items": items}
             position = self.wal.append(orjson.dumps(record))
@@ -162,13 +183,14 @@ class IngestPipeline:
             draft = dataclasses.replace(draft, redaction_meta=meta)
         return draft
 
-    def _sequence(self, tenant_id: str, by_run: dict[str, list[StepDraft]]) -> list[list[Any]]:
+    def _sequence(self, tenant_id: str, by_run: dict[str, list[StepDraft]],
+                  bindings: dict[str, tuple[str | None, str | None]]) -> list[list[Any]]:
         items: list[list[Any]] = []
         for run_id, drafts in by_run.items():
             drafts.sort(key=lambda d: (d.start_ns, d.span_id))
             seqs = self.sequencer.assign(tenant_id, run_id, [d.span_id for d in drafts])
-            items.extend(wal_item(run_id, seq, d) for seq, d in zip(seqs, drafts, strict=True)
-                         if seq is not None)
+            items.extend(wal_item(run_id, seq, d, bindings.get(d.span_id))
+                         for seq, d in zip(seqs, drafts, strict=True) if seq is not None)
         return items
 
     # -- REST ingest -----------------------------------------------------------------------------------------
@@ -223,9 +245,11 @@ class IngestPipeline:
             return self.wal.append(orjson.dumps(record))
 
 
-def wal_item(run_id: str, seq: int, draft: StepDraft) -> list[Any]:
+def wal_item(run_id: str, seq: int, draft: StepDraft,
+             binding: tuple[str | None, str | None] | None = None) -> list[Any]:
     """The WAL form of one sequenced step: ``[run_id, seq, fields, payload_text, payload_hash]``."""
     fields = {name: getattr(draft, name) for name in _DRAFT_FIELDS}
+    fields["binding"], fields["decision_token_id"] = binding or (None, None)
     del fields["payload"]
     meta: RedactionMeta = fields["redaction_meta"]
     fields["redaction_meta"] = None if meta.is_empty() else redaction_meta_to_dict(meta)
