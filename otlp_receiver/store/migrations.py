@@ -81,3 +81,16 @@ def m004_meta_and_keys(db: Database) -> None:
             name TEXT NOT NULL DEFAULT '', created_ns INTEGER NOT NULL, revoked_ns INTEGER,
             expires_ns INTEGER
         )""")
+
+
+@migrations()
+def m005_audit_log(db: Database) -> None:
+    """The tenant-wide hash-chained audit log."""
+    db.execute("""
+        CREATE TABLE audit_log (
+            id INTEGER PRIMARY KEY AUTOINCREMENT, tenant_id TEXT NOT NULL, ts_ns INTEGER NOT NULL,
+            actor TEXT NOT NULL, action TEXT NOT NULL, target TEXT, details TEXT NOT NULL DEFAULT '{}',
+            prev_hash TEXT NOT NULL, row_hash TEXT NOT NULL
+        )""")
+    db.execute("CREATE INDEX audit_by_time ON audit_log (tenant_id, ts_ns DESC, id DESC)")
+    db.execute("CREATE INDEX audit_by_action ON audit_log (tenant_id, action, ts_ns DESC, id DESC)")

@@ -1,0 +1,117 @@
+"""The audit log: append-only, hash-chained per tenant, in the transactional store.
+
+Each row stores ``prev_hash`` (the previous row of the same tenant, or the tenant's genesis
+hash) and ``row_hash = sha256(prev_hash ‖ canonical_json(row fields))``. Editing, deleting or
+reordering a row breaks the chain; :meth:`AuditLog.verify` reports the first broken row.
+Reads page with a keyset cursor over ``(ts_ns, id)``.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import time
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+import orjson
+from sqlite_utils import Database
+
+from otlp_receiver.chain import canonical_json
+from otlp_receiver.errors import InvalidInputError
+from otlp_receiver.store.index import RunIndex
+
+
+@dataclass(frozen=True, slots=True)
+class AuditVerdict:
+    """Result of verifying one tenant's audit chain."""
+
+    ok: bool
+    rows_checked: int
+    first_bad_id: int | None = None
+    reason: str | None = None
+
+
+def audit_genesis(tenant_id: str) -> str:
+    """The prev_hash of a tenant's first audit row."""
+    return "sha256:" + hashlib.sha256(canonical_json({"kind": "traceward.audit_genesis",
+                                                      "tenant_id": tenant_id})).hexdigest()
+
+
+def _row_hash(prev_hash: str, row: Mapping[str, Any]) -> str:
+    fields = {k: row[k] for k in ("tenant_id", "ts_ns", "actor", "action", "target", "details")}
+    return "sha256:" + hashlib.sha256(prev_hash.encode("ascii") + canonical_json(fields)).hexdigest()
+
+
+class AuditLog:
+    """Append and read the audit log (writes go through the index's single writer)."""
+
+    def __init__(self, index: RunIndex) -> None:
+        self.index = index
+
+    def append(self, tenant_id: str, *, actor: str, action: str, target: str | None = None,
+               details: Mapping[str, Any] | None = None, db: Database | None = None) -> dict[str, Any]:
+        """Append one record; pass ``db`` to join a transaction already open on the writer."""
+        if db is not None:
+            return self._append(db, tenant_id, actor, action, target, details)
+        with self.index.transaction() as tx:
+            return self._append(tx, tenant_id, actor, action, target, details)
+
+    def _append(self, db: Database, tenant_id: str, actor: str, action: str, target: str | None,
+                details: Mapping[str, Any] | None) -> dict[str, Any]:
+        last = list(db.query("SELECT row_hash FROM audit_log WHERE tenant_id = ? ORDER BY id DESC LIMIT 1",
+                             [tenant_id]))
+        prev = last[0]["row_hash"] if last else audit_genesis(tenant_id)
+        row = {"tenant_id": tenant_id, "ts_ns": time.time_ns(), "actor": actor, "action": action,
+               "target": target, "details": orjson.dumps(dict(details or {}), option=orjson.OPT_SORT_KEYS).decode()}
+        row["prev_hash"] = prev
+        row["row_hash"] = _row_hash(prev, row)
+        cursor = db.execute("INSERT INTO audit_log (tenant_id, ts_ns, actor, action, target, details, prev_hash, "
+                            "row_hash) VALUES (:tenant_id, :ts_ns, :actor, :action, :target, :details, :prev_hash, "
+                            ":row_hash)", row)
+        return {"id": cursor.lastrowid, **row}
+
+    def list(self, tenant_id: str, *, action_prefix: str | None = None, actor: str | None = None,
+             since_ns: int | None = None, until_ns: int | None = None, limit: int = 100,
+             cursor: str | None = None) -> tuple[list[dict[str, Any]], str | None]:
+        """A page of records, newest first, and the next cursor."""
+        where, params = ["tenant_id = ?"], [tenant_id]
+        for cond, value in (("action >= ? AND action < ?", action_prefix), ("actor = ?", actor),
+                            ("ts_ns >= ?", since_ns), ("ts_ns < ?", until_ns)):
+            if value is not None:
+                where.append(cond)
+                params.extend([value, value + "\uffff"] if cond.startswith("action") else [value])
+        if cursor:
+            where.append("(ts_ns, id) < (?, ?)")
+            params.extend(_decode_cursor(cursor))
+        rows = self.index.query(f"SELECT * FROM audit_log WHERE {' AND '.join(where)} "
+                                "ORDER BY ts_ns DESC, id DESC LIMIT ?", [*params, limit + 1])
+        page = rows[:limit]
+        next_cursor = _encode_cursor(page[-1]["ts_ns"], page[-1]["id"]) if len(rows) > limit else None
+        return [{**r, "details": orjson.loads(r["details"])} for r in page], next_cursor
+
+    def verify(self, tenant_id: str) -> AuditVerdict:
+        """Recompute the tenant's chain in id order; report the first row that doesn't link or hash."""
+        prev = audit_genesis(tenant_id)
+        count = 0
+        for row in self.index.reader.query("SELECT * FROM audit_log WHERE tenant_id = ? ORDER BY id", [tenant_id]):
+            count += 1
+            if row["prev_hash"] != prev:
+                return AuditVerdict(False, count, row["id"], "prev_hash does not link to the previous row")
+            if _row_hash(prev, row) != row["row_hash"]:
+                return AuditVerdict(False, count, row["id"], "row_hash mismatch: the row was edited")
+            prev = row["row_hash"]
+        return AuditVerdict(True, count)
+
+
+def _encode_cursor(ts_ns: int, row_id: int) -> str:
+    return base64.urlsafe_b64encode(orjson.dumps([ts_ns, row_id])).decode().rstrip("=")
+
+
+def _decode_cursor(cursor: str) -> tuple[int, int]:
+    try:
+        ts_ns, row_id = orjson.loads(base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)))
+        return int(ts_ns), int(row_id)
+    except (ValueError, TypeError, orjson.JSONDecodeError) as exc:
+        raise InvalidInputError("malformed cursor", details={"cursor": "not a cursor from this API"}) from exc
