@@ -94,3 +94,22 @@ def m005_audit_log(db: Database) -> None:
         )""")
     db.execute("CREATE INDEX audit_by_time ON audit_log (tenant_id, ts_ns DESC, id DESC)")
     db.execute("CREATE INDEX audit_by_action ON audit_log (tenant_id, action, ts_ns DESC, id DESC)")
+
+
+@migrations()
+def m006_key_admin_and_retention(db: Database) -> None:
+    """Key rotation and per-key rate limits; per-tenant retention plans; audit-log pruning anchors."""
+    for column in ("rotated_to TEXT", "rate_limit_per_min INTEGER", "created_by TEXT"):
+        db.execute(f"ALTER TABLE api_keys ADD COLUMN {column}")
+    db.execute("CREATE INDEX api_keys_by_tenant ON api_keys (tenant_id, created_ns DESC, key_id DESC)")
+    db.execute("""
+        CREATE TABLE tenant_plans (
+            tenant_id TEXT PRIMARY KEY, retention_days INTEGER NOT NULL,
+            updated_ns INTEGER NOT NULL, updated_by TEXT NOT NULL
+        )""")
+    # Pruning old audit rows keeps the chain verifiable: verification starts from the last pruned row's hash.
+    db.execute("""
+        CREATE TABLE audit_anchors (
+            tenant_id TEXT PRIMARY KEY, last_id INTEGER NOT NULL, last_hash TEXT NOT NULL,
+            pruned_ns INTEGER NOT NULL
+        )""")
