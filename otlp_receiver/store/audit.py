@@ -3,6 +3,8 @@
 Each row stores ``prev_hash`` (the previous row of the same tenant, or the tenant's genesis
 hash) and ``row_hash = sha256(prev_hash ‖ canonical_json(row fields))``. Editing, deleting or
 reordering a row breaks the chain; :meth:`AuditLog.verify` reports the first broken row.
+Rows older than the audit retention are pruned from the front of the chain; the last pruned
+row's hash is kept in ``audit_anchors`` and verification starts from it.
 Reads page with a keyset cursor over ``(ts_ns, id)``.
 """
 
@@ -93,9 +95,10 @@ class AuditLog:
 
     def verify(self, tenant_id: str) -> AuditVerdict:
         """Recompute the tenant's chain in id order; report the first row that doesn't link or hash."""
-        prev = audit_genesis(tenant_id)
+        prev, after_id = self._anchor(tenant_id)
         count = 0
-        for row in self.index.reader.query("SELECT * FROM audit_log WHERE tenant_id = ? ORDER BY id", [tenant_id]):
+        for row in self.index.reader.query("SELECT * FROM audit_log WHERE tenant_id = ? AND id > ? ORDER BY id",
+                                           [tenant_id, after_id]):
             count += 1
             if row["prev_hash"] != prev:
                 return AuditVerdict(False, count, row["id"], "prev_hash does not link to the previous row")
@@ -103,6 +106,11 @@ class AuditLog:
                 return AuditVerdict(False, count, row["id"], "row_hash mismatch: the row was edited")
             prev = row["row_hash"]
         return AuditVerdict(True, count)
+
+    def _anchor(self, tenant_id: str) -> tuple[str, int]:
+        """Where verification starts: genesis, or the hash of the last row pruned by audit retention."""
+        rows = self.index.query("SELECT last_id, last_hash FROM audit_anchors WHERE tenant_id = ?", [tenant_id])
+        return (rows[0]["last_hash"], rows[0]["last_id"]) if rows else (audit_genesis(tenant_id), 0)
 
 
 def _encode_cursor(ts_ns: int, row_id: int) -> str:
