@@ -64,6 +64,8 @@ class AuditLog:
                 details: Mapping[str, Any] | None) -> dict[str, Any]:
         last = list(db.query("SELECT row_hash FROM audit_log WHERE tenant_id = ? ORDER BY id DESC LIMIT 1",
                              [tenant_id]))
+        if not last:  # a new chain, or every row pruned: continue from the pruning anchor if there is one
+            last = list(db.query("SELECT last_hash AS row_hash FROM audit_anchors WHERE tenant_id = ?", [tenant_id]))
         prev = last[0]["row_hash"] if last else audit_genesis(tenant_id)
         row = {"tenant_id": tenant_id, "ts_ns": time.time_ns(), "actor": actor, "action": action,
                "target": target, "details": orjson.dumps(dict(details or {}), option=orjson.OPT_SORT_KEYS).decode()}

@@ -1,0 +1,150 @@
+"""Hard deletion of runs and steps (retention plans, tenant-data requests) and audit-log pruning.
+
+A run is deleted from both stores: first from the Delta table (delete, then vacuum with zero
+retention so the Parquet files that held its steps are gone from disk), then from SQLite (runs,
+run_models/run_tools/run_tags facets, spans) in one transaction that also appends a tombstone
+per run to the tenant's audit log: ``retention.tombstone`` with the run id, its final chain head
+hash, its step count and the deletion time. Delta goes first on purpose: if the process dies in
+between, the run is still listed in SQLite and the next pass deletes it again (both halves are
+idempotent); the other order would leave orphan steps that nothing points to.
+
+Known race: steps of a run that the flusher commits *while* the run is being deleted survive
+as a new, partial run (new data is never dropped silently). Callers deleting a whole tenant wait
+for the write-ahead log to drain first.
+
+Audit pruning removes a tenant's oldest rows (the front of its hash chain) and records the last
+pruned row's hash in ``audit_anchors``; :meth:`AuditLog.verify` starts from that anchor.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from sqlite_utils import Database
+
+from otlp_receiver.store.audit import AuditLog
+from otlp_receiver.store.index import RunIndex
+from otlp_receiver.store.steps import StepTable
+
+logger = logging.getLogger(__name__)
+
+CHUNK_RUNS = 500
+"""Runs deleted per Delta delete + vacuum and per SQLite transaction."""
+_RUN_TABLES = ("runs", "run_models", "run_tools", "run_tags", "spans")
+NS_PER_DAY = 86_400 * 1_000_000_000
+
+
+@dataclass(frozen=True, slots=True)
+class DeletedRuns:
+    """What one deletion removed."""
+
+    runs: int
+    steps: int
+    run_ids: tuple[str, ...]
+
+
+class RetentionPlans:
+    """Per-tenant retention plans (the tenant_plans table); tenants without one use the default."""
+
+    def __init__(self, index: RunIndex) -> None:
+        self.index = index
+
+    def get(self, tenant_id: str) -> int | None:
+        """The tenant's run/step retention in days, or None when it uses the server default."""
+        rows = self.index.query("SELECT retention_days FROM tenant_plans WHERE tenant_id = ?", [tenant_id])
+        return int(rows[0]["retention_days"]) if rows else None
+
+    def set(self, tenant_id: str, retention_days: int | None, *, actor: str, db: Database) -> None:
+        """Set (or with None, clear) the tenant's plan inside the caller's transaction."""
+        if retention_days is None:
+            db.execute("DELETE FROM tenant_plans WHERE tenant_id = ?", [tenant_id])
+            return
+        db.execute("INSERT OR REPLACE INTO tenant_plans (tenant_id, retention_days, updated_ns, updated_by) "
+                   "VALUES (?, ?, ?, ?)", [tenant_id, retention_days, time.time_ns(), actor])
+
+
+def known_tenants(index: RunIndex) -> list[str]:
+    """Every tenant that has runs, keys, a plan or audit rows."""
+    rows = index.query("SELECT tenant_id FROM runs UNION SELECT tenant_id FROM api_keys "
+                       "UNION SELECT tenant_id FROM tenant_plans UNION SELECT tenant_id FROM audit_log")
+    return sorted(r["tenant_id"] for r in rows)
+
+
+def expired_run_ids(index: RunIndex, tenant_id: str, cutoff_ns: int, *, limit: int = CHUNK_RUNS) -> list[str]:
+    """Runs of the tenant whose last activity (start, last step end, finish) is before ``cutoff_ns``."""
+    rows = index.query(
+        "SELECT run_id FROM runs WHERE tenant_id = ? AND started_ns < ? AND coalesce(last_end_ns, 0) < ? "
+        "AND coalesce(finished_ns, 0) < ? ORDER BY started_ns, run_id LIMIT ?",
+        [tenant_id, cutoff_ns, cutoff_ns, cutoff_ns, limit])
+    return [r["run_id"] for r in rows]
+
+
+def all_run_ids(index: RunIndex, tenant_id: str, *, limit: int = CHUNK_RUNS) -> list[str]:
+    """Any ``limit`` runs of the tenant (for deleting all its data)."""
+    rows = index.query("SELECT run_id FROM runs WHERE tenant_id = ? LIMIT ?", [tenant_id, limit])
+    return [r["run_id"] for r in rows]
+
+
+def delete_runs(index: RunIndex, steps: StepTable, audit: AuditLog, tenant_id: str, run_ids: Sequence[str], *,
+                actor: str, reason: str) -> DeletedRuns:
+    """Hard-delete these runs of the tenant from Delta and SQLite, leaving one tombstone per run."""
+    if not run_ids:
+        return DeletedRuns(0, 0, ())
+    marks = ",".join("?" * len(run_ids))
+    days = [r["day"] for r in index.query(
+        f"SELECT DISTINCT day FROM spans WHERE tenant_id = ? AND run_id IN ({marks})", [tenant_id, *run_ids])]
+    if days:
+        steps.delete(step_predicate(tenant_id, days, run_ids))
+    with index.transaction() as db:
+        gone = list(db.query(f"SELECT run_id, project_id, head_hash, step_count FROM runs "
+                             f"WHERE tenant_id = ? AND run_id IN ({marks}) ORDER BY run_id", [tenant_id, *run_ids]))
+        step_total = list(db.query(f"SELECT count(*) AS n FROM spans WHERE tenant_id = ? AND run_id IN ({marks})",
+                                   [tenant_id, *run_ids]))[0]["n"]
+        for table in _RUN_TABLES:
+            db.execute(f"DELETE FROM {table} WHERE tenant_id = ? AND run_id IN ({marks})", [tenant_id, *run_ids])
+        deleted_at = time.time_ns()
+        for run in gone:
+            audit.append(tenant_id, actor=actor, action="retention.tombstone", target=run["run_id"],
+                         details=_tombstone(run, deleted_at, reason), db=db)
+    logger.info("deleted %d runs (%d steps) of tenant %s: %s", len(gone), step_total, tenant_id, reason)
+    return DeletedRuns(len(gone), int(step_total), tuple(r["run_id"] for r in gone))
+
+
+def _tombstone(run: dict[str, Any], deleted_at: int, reason: str) -> dict[str, Any]:
+    return {"run_id": run["run_id"], "project_id": run["project_id"], "head_hash": run["head_hash"] or None,
+            "step_count": run["step_count"], "deleted_at_ns": deleted_at, "reason": reason}
+
+
+def step_predicate(tenant_id: str, days: Sequence[str], run_ids: Sequence[str]) -> str:
+    """The Delta delete predicate for some runs of a tenant (partition columns first, so files are pruned)."""
+    return (f"tenant_id = {_sql_str(tenant_id)} AND day IN ({', '.join(_sql_str(d) for d in days)}) "
+            f"AND run_id IN ({', '.join(_sql_str(r) for r in run_ids)})")
+
+
+def _sql_str(value: str) -> str:
+    return "'" + value.replace("'", "''") + "'"
+
+
+def prune_audit(index: RunIndex, audit: AuditLog, tenant_id: str, before_ns: int, *, actor: str) -> int:
+    """Delete the tenant's audit rows older than ``before_ns`` from the front of its chain.
+
+    The last pruned row's hash becomes the chain's anchor, and an ``audit.pruned`` row records the
+    pruning itself. Returns the number of rows removed.
+    """
+    with index.transaction() as db:
+        last = list(db.query("SELECT id, row_hash FROM audit_log WHERE tenant_id = ? AND ts_ns < ? "
+                             "ORDER BY id DESC LIMIT 1", [tenant_id, before_ns]))
+        if not last:
+            return 0
+        last_id, last_hash = last[0]["id"], last[0]["row_hash"]
+        count = db.execute("DELETE FROM audit_log WHERE tenant_id = ? AND id <= ?", [tenant_id, last_id]).rowcount
+        db.execute("INSERT OR REPLACE INTO audit_anchors (tenant_id, last_id, last_hash, pruned_ns) "
+                   "VALUES (?, ?, ?, ?)", [tenant_id, last_id, last_hash, time.time_ns()])
+        audit.append(tenant_id, actor=actor, action="audit.pruned", target=None,
+                     details={"rows": count, "before_ns": before_ns, "anchor_id": last_id, "anchor_hash": last_hash},
+                     db=db)
+    return int(count)
