@@ -53,6 +53,42 @@ class Settings:
     """TRACEWARD_PRICE_FILE: a JSON model price table merged over the shipped one."""
     grpc_workers: int = 8
     """TRACEWARD_GRPC_WORKERS: threads serving OTLP/gRPC."""
+    jwt_hs256_secret: str | None = None
+    """TRACEWARD_JWT_HS256_SECRET: shared secret for HS256 bearer JWTs (at least 32 bytes); unset = HS256 off."""
+    jwt_public_key_file: Path | None = None
+    """TRACEWARD_JWT_PUBLIC_KEY_FILE: PEM public key (RSA → RS256, Ed25519 → EdDSA) verifying bearer JWTs."""
+    jwt_jwks_url: str | None = None
+    """TRACEWARD_JWT_JWKS_URL: a JWKS endpoint whose keys (by ``kid``) verify RS256/EdDSA bearer JWTs."""
+    jwt_issuer: str | None = None
+    """TRACEWARD_JWT_ISSUER: required ``iss`` of every JWT (must be set when any JWT key is configured)."""
+    jwt_audience: str | None = None
+    """TRACEWARD_JWT_AUDIENCE: required ``aud`` of every JWT (must be set when any JWT key is configured)."""
+    jwt_leeway_s: float = 30.0
+    """TRACEWARD_JWT_LEEWAY_S: clock skew tolerated on ``exp``/``nbf``/``iat``, in seconds."""
+    jwt_tenant_claim: str = "tenant_id"
+    """TRACEWARD_JWT_TENANT_CLAIM: the claim holding the caller's tenant id."""
+    jwt_role_claim: str = "role"
+    """TRACEWARD_JWT_ROLE_CLAIM: the claim holding the caller's role (viewer, approver or admin)."""
+    rate_limit_ingest_per_min: int = 12_000
+    """TRACEWARD_RATE_LIMIT_INGEST_PER_MIN: requests per minute per ingest key (HTTP and gRPC together)."""
+    rate_limit_viewer_per_min: int = 1_200
+    """TRACEWARD_RATE_LIMIT_VIEWER_PER_MIN: requests per minute per viewer credential."""
+    rate_limit_approver_per_min: int = 1_200
+    """TRACEWARD_RATE_LIMIT_APPROVER_PER_MIN: requests per minute per approver credential."""
+    rate_limit_admin_per_min: int = 1_200
+    """TRACEWARD_RATE_LIMIT_ADMIN_PER_MIN: requests per minute per admin credential."""
+    rate_limit_anonymous_per_min: int = 300
+    """TRACEWARD_RATE_LIMIT_ANONYMOUS_PER_MIN: requests per minute per client address without a valid credential."""
+    rate_limit_store: str = "memory"
+    """TRACEWARD_RATE_LIMIT_STORE: ``memory`` (one process) or ``sqlite`` (shared by worker processes)."""
+    key_rotation_grace_s: float = 86_400.0
+    """TRACEWARD_KEY_ROTATION_GRACE_S: how long a rotated key keeps working by default (24 h)."""
+    retention_days: int = 30
+    """TRACEWARD_RETENTION_DAYS: default run/step retention of a tenant without its own plan."""
+    audit_retention_days: int = 365
+    """TRACEWARD_AUDIT_RETENTION_DAYS: how long audit rows are kept, independently of run retention."""
+    retention_interval_s: float = 3_600.0
+    """TRACEWARD_RETENTION_INTERVAL_S: how often the retention job runs (0 = only on demand)."""
 
     def __post_init__(self) -> None:
         for name in ("grpc_port", "otlp_http_port", "http_port"):
@@ -64,6 +100,28 @@ class Settings:
                 raise ConfigError(f"{ENV_PREFIX}{name.upper()}={getattr(self, name)}: must be positive")
         if self.flush_interval_s <= 0:
             raise ConfigError(f"{ENV_PREFIX}FLUSH_INTERVAL_S={self.flush_interval_s}: must be positive")
+        self._check_auth_and_limits()
+
+    def _check_auth_and_limits(self) -> None:
+        for name in ("rate_limit_ingest_per_min", "rate_limit_viewer_per_min", "rate_limit_approver_per_min",
+                     "rate_limit_admin_per_min", "rate_limit_anonymous_per_min", "retention_days",
+                     "audit_retention_days"):
+            if getattr(self, name) <= 0:
+                raise ConfigError(f"{ENV_PREFIX}{name.upper()}={getattr(self, name)}: must be positive")
+        for name in ("jwt_leeway_s", "key_rotation_grace_s", "retention_interval_s"):
+            if getattr(self, name) < 0:
+                raise ConfigError(f"{ENV_PREFIX}{name.upper()}={getattr(self, name)}: must be >= 0")
+        if self.rate_limit_store not in ("memory", "sqlite"):
+            raise ConfigError(f"{ENV_PREFIX}RATE_LIMIT_STORE={self.rate_limit_store!r}: memory or sqlite")
+        if self.jwt_hs256_secret is not None and len(self.jwt_hs256_secret.encode()) < 32:
+            raise ConfigError(f"{ENV_PREFIX}JWT_HS256_SECRET: at least 32 bytes")
+        if self.jwt_enabled and not (self.jwt_issuer and self.jwt_audience):
+            raise ConfigError(f"{ENV_PREFIX}JWT_ISSUER and {ENV_PREFIX}JWT_AUDIENCE are required with JWT keys")
+
+    @property
+    def jwt_enabled(self) -> bool:
+        """Whether any JWT verification key is configured."""
+        return bool(self.jwt_hs256_secret or self.jwt_public_key_file or self.jwt_jwks_url)
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str], **overrides: Any) -> Settings:
@@ -90,6 +148,11 @@ class Settings:
     def steps_path(self) -> Path:
         """Delta table directory."""
         return self.data_dir / "steps"
+
+    @property
+    def ratelimit_path(self) -> Path:
+        """SQLite file of the shared rate-limit counters (rate_limit_store=sqlite)."""
+        return self.data_dir / "ratelimit.sqlite3"
 
 
 def _parse(name: str, type_name: object, raw: str) -> Any:
