@@ -1,0 +1,531 @@
+"""The redaction engine: masks secrets and personal data in a span before anything is persisted.
+
+What is walked: ``span.attributes``, ``span.resource``, every event's name and attributes, every link's
+attributes, ``span.name`` and ``status_message`` (value rules only: a span name is a free-text field
+that instrumentations fill with URLs and prompts; the Collector leaves names alone, we do not). Values are
+searched inside lists and maps (OTLP array/kvlist values, keys of nested maps included) and inside JSON
+carried as strings (``input.value``, ``gen_ai.input.messages``…: parsed, redacted inside, re-serialized).
+Integers, floats and booleans are left alone unless a key rule covers them; bytes are searched when they
+hold UTF-8 text.
+
+A masked value becomes ``[REDACTED:<rule_id>:<fp>]``, ``fp`` being the first 16 hex digits of
+HMAC-SHA256(tenant key, raw value): equal secrets compare equal across runs, nothing is recoverable.
+Already-redacted content is recognised and never re-flagged: our own markers, the Collector redaction
+processor's ``****`` masks, and (on spans whose ``redaction.masked.count`` says the Collector hashed
+values) hex digests under key rules.
+
+Speed: a clean span costs one RE2 scan over all its strings joined (keys are decided once per distinct
+key and cached); only a span with a possible hit takes the exact, slower rewrite. A span with nothing to
+redact is returned as the same object.
+
+Pure: no I/O and no logging of values. Imports the standard library, orjson, google-re2 (through
+``redact_rules``) and the model.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hmac
+import re
+from collections.abc import Mapping
+from typing import Any, Final
+
+import orjson
+
+from otlp_receiver.model import RedactionMeta, RedactionRuleHit, Span
+from otlp_receiver.redact_rules import (
+    DEFAULT_RULES,
+    UNANCHORED,
+    VALIDATORS,
+    RedactionPolicy,
+    RedactionRule,
+    ValueMatcher,
+)
+
+__all__ = ["DEFAULT_RULES", "VALIDATORS", "RedactionPolicy", "RedactionRule", "Redactor", "fingerprint",
+           "is_upstream_redacted"]
+
+MAX_DEPTH: Final = 32
+"""Nesting (maps, lists, JSON in strings) inspected; anything deeper is masked whole as ``limit.depth``."""
+EMPTY_META: Final = RedactionMeta()
+_KEY_CACHE_MAX: Final = 65_536
+_CLEAN_CACHE_MAX: Final = 16_384
+_CLEAN_CACHE_MAX_CHARS: Final = 64
+_NO_MATCH: Final = (-1, -1)
+_SCALARS: Final = (int, float, bool, type(None))
+_MARKER = re.compile(rb"\[REDACTED:[A-Za-z0-9_.-]{1,64}:[0-9a-f]{16}\]")
+_UPSTREAM_MASK = re.compile(rb"\*{4,}")
+_HEX_DIGEST = re.compile(r"[0-9a-f]{32}|[0-9a-f]{40}|[0-9a-f]{64}|[0-9a-f]{128}")
+_IDENTIFIER = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
+_DEPTH_RULE: Final = RedactionRule("limit.depth", "nested too deeply to inspect", "value", "(depth limit)")
+_FINGERPRINT_KEY_MIN_BYTES: Final = 16
+
+
+def fingerprint(key: bytes, value: str) -> str:
+    """First 16 hex digits of HMAC-SHA256(key, value): a keyed, non-reversible id of a secret."""
+    return _fingerprint_bytes(key, value.encode("utf-8", "surrogatepass"))
+
+
+def _fingerprint_bytes(key: bytes, raw: bytes) -> str:
+    """:func:`fingerprint` of raw bytes."""
+    return hmac.digest(key, raw, "sha256").hex()[:16]
+
+
+def is_upstream_redacted(span: Span) -> bool:
+    """True when the Collector's redaction processor masked or hashed values of this span (reference §8)."""
+    for attributes in (span.attributes, span.resource):
+        count = attributes.get("redaction.masked.count")
+        if isinstance(count, int | str) and str(count).strip().isdigit() and int(count) > 0:
+            return True
+    return False
+
+
+def _is_already_masked(text: str) -> bool:
+    """Our marker or an upstream ``****`` mask is present: the value was redacted before."""
+    return "[REDACTED:" in text or "****" in text
+
+
+def _is_maskable(value: Any, depth: int = 0) -> bool:
+    """Whether a key rule would mask something in ``value`` (not bool/None/empty/already masked)."""
+    if value is None or isinstance(value, bool):
+        return False
+    if isinstance(value, str):
+        return bool(value) and not _is_already_masked(value)
+    if depth > MAX_DEPTH:
+        return True
+    if isinstance(value, list | tuple):
+        return any(_is_maskable(item, depth + 1) for item in value)
+    if isinstance(value, Mapping):
+        return any(_is_maskable(item, depth + 1) for item in value.values())
+    return True
+
+
+def _leaves_text(value: Any, limit: int = 10_000) -> bytes:
+    """A stable, recursion-free text of a nested value's leaves (fingerprint input for over-deep values)."""
+    stack, out = [value], []
+    while stack and len(out) < limit:
+        item = stack.pop()
+        if isinstance(item, Mapping):
+            stack.extend(reversed([*item.keys(), *item.values()]))
+        elif isinstance(item, list | tuple):
+            stack.extend(reversed(item))
+        else:
+            out.append(str(item))
+    return "\x1f".join(out).encode("utf-8", "surrogatepass")
+
+
+def _decode(data: bytes) -> str:
+    """UTF-8 bytes back to text (lone surrogates pass through; never raises)."""
+    try:
+        return data.decode("utf-8", "surrogatepass")
+    except UnicodeDecodeError:
+        return data.decode("utf-8", "replace")
+
+
+def _looks_like_json(text: str) -> bool:
+    """Starts like a JSON object or array (after whitespace)."""
+    first = text[:1]
+    if first in ("{", "["):
+        return True
+    return first.isspace() and text.lstrip()[:1] in ("{", "[")
+
+
+def _parse_json(text: str) -> Any | None:
+    """The parsed object or array, or None if ``text`` is not valid JSON (e.g. truncated)."""
+    try:
+        parsed = orjson.loads(text)
+    except (orjson.JSONDecodeError, ValueError):
+        return None
+    return parsed if isinstance(parsed, dict | list) else None
+
+
+Path = str | tuple[Any, Any, int]
+"""A JSONPath, built lazily: a root string, or (parent, key or index, _TOP | _MEMBER | _INDEX)."""
+_TOP, _MEMBER, _INDEX = 0, 1, 2
+
+
+def render_path(path: Path) -> str:
+    """JSONPath text: ``$.attributes['k']`` at the top, then ``.k``, ``['k']`` or ``[i]`` inside values."""
+    if isinstance(path, str):
+        return path
+    parent, key, kind = path
+    base = render_path(parent)
+    if kind == _INDEX:
+        return f"{base}[{key}]"
+    text = str(key)
+    if kind == _MEMBER and _IDENTIFIER.fullmatch(text):
+        return f"{base}.{text}"
+    return base + "['" + text.replace("\\", "\\\\").replace("'", "\\'") + "']"
+
+
+def _protected_regions(data: bytes) -> list[tuple[int, int]]:
+    """Byte spans of existing markers and ``****`` masks, which must not be redacted again."""
+    if b"[REDACTED:" not in data and b"****" not in data:
+        return []
+    found = [m.span() for m in _MARKER.finditer(data)]
+    found.extend(m.span() for m in _UPSTREAM_MASK.finditer(data))
+    return found
+
+
+class Redactor:
+    """Applies one tenant's :class:`RedactionPolicy` to spans. Thread-safe; keeps a per-key decision cache."""
+
+    def __init__(self, policy: RedactionPolicy, *, fingerprint_key: bytes) -> None:
+        """Bind a policy to the tenant's fingerprint secret (at least 16 bytes).
+
+        Raises:
+            ValueError: the fingerprint key is too short.
+        """
+        if not isinstance(fingerprint_key, bytes) or len(fingerprint_key) < _FINGERPRINT_KEY_MIN_BYTES:
+            raise ValueError(f"fingerprint_key must be at least {_FINGERPRINT_KEY_MIN_BYTES} bytes")
+        self.policy = policy
+        self._fingerprint_key = fingerprint_key
+        self._key_rules: dict[Any, RedactionRule | None] = {}
+        self._clean: dict[str, None] = {}
+
+    def redact_span(self, span: Span) -> tuple[Span, RedactionMeta]:
+        """The span with secrets masked, and where/why; the same object and an empty meta if clean."""
+        if not self._may_need_redaction(span):
+            return span, EMPTY_META
+        return _Rewrite(self, is_upstream_redacted(span)).span(span)
+
+    # -- fast path: is there anything at all? ------------------------------------------------------------
+    def _may_need_redaction(self, span: Span) -> bool:
+        """Cheap, conservative check: False only if nothing in the span can match any rule."""
+        if not self.policy.batchable:
+            return True
+        parts = [span.name, span.status_message]
+        if self._collect_map(span.attributes, parts, 0) or self._collect_map(span.resource, parts, 0):
+            return True
+        for event in span.events:
+            parts.append(event.name)
+            if self._collect_map(event.attributes, parts, 0):
+                return True
+        if any(self._collect_map(link.attributes, parts, 0) for link in span.links):
+            return True
+        return self.is_text_dirty("\n".join(parts))
+
+    def _collect_map(self, mapping: Mapping[Any, Any], parts: list[str], depth: int) -> bool:
+        """Gather a map's strings into ``parts``; True as soon as a key rule would mask something."""
+        key_rule = self.key_rule
+        for key, value in mapping.items():
+            if key_rule(key) is not None and _is_maskable(value):
+                return True
+            if type(value) is str:
+                if self._collect_str(value, parts, depth):
+                    return True
+            elif type(value) not in _SCALARS and self._collect_value(value, parts, depth + 1):
+                return True
+        return False
+
+    def _collect_str(self, text: str, parts: list[str], depth: int) -> bool:
+        """Add a string (raw JSON is scanned as is when the policy allows, else parsed first)."""
+        if not self.policy.raw_json_ok and _looks_like_json(text):
+            parsed = _parse_json(text)
+            if parsed is not None:
+                return self._collect_value(parsed, parts, depth + 1)
+        parts.append(text)
+        return False
+
+    def _collect_value(self, value: Any, parts: list[str], depth: int) -> bool:
+        """Gather strings of a nested value; True if it needs the exact pass (key hit, too deep)."""
+        if depth > MAX_DEPTH:
+            return True
+        if isinstance(value, str):
+            return self._collect_str(value, parts, depth)
+        if isinstance(value, Mapping):
+            parts.extend(str(key) for key in value)
+            return self._collect_map(value, parts, depth)
+        if isinstance(value, list | tuple):
+            return any(self._collect_value(item, parts, depth + 1) for item in value)
+        if isinstance(value, bytes | bytearray):
+            text = _utf8_or_none(value)
+            if text is not None:
+                parts.append(text)
+        return False
+
+    def is_text_dirty(self, text: str) -> bool:
+        """True if ``text`` (plain or raw JSON) may hold a value-rule hit or a sensitive JSON key."""
+        detect = self.policy.detect
+        if detect is None:
+            return False
+        data = text.encode("utf-8", "surrogatepass")
+        pos, end = 0, len(data)
+        while pos <= end:
+            spans = detect.Match(UNANCHORED, data, pos, end)
+            if spans[0] == _NO_MATCH:
+                return False
+            if len(spans) == 1 or spans[1] == _NO_MATCH:
+                return True  # a value rule (keycand is the last branch, group 1)
+            if self._is_raw_key_sensitive(data[spans[1][0]:spans[1][1]]):
+                return True
+            pos = spans[0][0] + 1
+        return False
+
+    def _is_raw_key_sensitive(self, raw: bytes) -> bool:
+        """A JSON key as written (escapes undecoded) is covered by a key rule; escaped keys count as yes."""
+        if b"\\" in raw:
+            return True
+        return self.key_rule(_decode(raw)) is not None
+
+    def key_rule(self, key: Any) -> RedactionRule | None:
+        """The key rule covering ``key`` (cached per distinct key)."""
+        try:
+            return self._key_rules[key]
+        except KeyError:
+            pass
+        rule = self.policy.key_rule(key if isinstance(key, str) else str(key))
+        if len(self._key_rules) >= _KEY_CACHE_MAX:
+            self._key_rules.clear()
+        self._key_rules[key] = rule
+        return rule
+
+    def is_known_clean(self, text: str) -> bool:
+        """True for a short string (a role, a model name, a JSON key…) already found clean."""
+        return text in self._clean
+
+    def remember_clean(self, text: str) -> None:
+        """Cache a short string no value rule matches (bounded; only clean strings are kept)."""
+        if len(self._clean) >= _CLEAN_CACHE_MAX:
+            self._clean.clear()
+        self._clean[text] = None
+
+    def marker(self, rule: RedactionRule, raw: bytes) -> str:
+        """``[REDACTED:<rule_id>:<fingerprint>]`` for a raw value."""
+        return f"[REDACTED:{rule.rule_id}:{_fingerprint_bytes(self._fingerprint_key, raw)}]"
+
+
+def _utf8_or_none(value: bytes | bytearray) -> str | None:
+    """Bytes as text when they are valid UTF-8 (binary values are not searched)."""
+    try:
+        return bytes(value).decode("utf-8")
+    except UnicodeDecodeError:
+        return None
+
+
+class _Rewrite:
+    """The exact pass over one span: builds redacted copies and records paths and rules."""
+
+    def __init__(self, redactor: Redactor, upstream: bool) -> None:
+        self.redactor = redactor
+        self.policy = redactor.policy
+        self.upstream = upstream
+        self.paths: list[str] = []
+        self.hits: dict[str, RedactionRuleHit] = {}
+
+    def span(self, span: Span) -> tuple[Span, RedactionMeta]:
+        """The redacted span and its meta (the original span when nothing was masked)."""
+        changes: dict[str, Any] = {
+            "name": self.text(span.name, "$.name", 0),
+            "status_message": self.text(span.status_message, "$.status.message", 0),
+            "attributes": self.mapping(span.attributes, "$.attributes", 0, top=True),
+            "resource": self.mapping(span.resource, "$.resource", 0, top=True),
+            "events": self.events(span),
+            "links": self.links(span),
+        }
+        if not self.paths:
+            return span, EMPTY_META
+        changed = {k: v for k, v in changes.items() if v is not getattr(span, k)}
+        meta = RedactionMeta(paths=tuple(dict.fromkeys(self.paths)), rules=tuple(self.hits.values()))
+        return dataclasses.replace(span, **changed), meta
+
+    def events(self, span: Span) -> Any:
+        """Events with names and attributes redacted (the same tuple if unchanged)."""
+        new = []
+        for i, event in enumerate(span.events):
+            name = self.text(event.name, f"$.events[{i}].name", 0)
+            attributes = self.mapping(event.attributes, f"$.events[{i}].attributes", 0, top=True)
+            changed = name is not event.name or attributes is not event.attributes
+            new.append(dataclasses.replace(event, name=name, attributes=attributes) if changed else event)
+        return span.events if all(a is b for a, b in zip(new, span.events, strict=True)) else tuple(new)
+
+    def links(self, span: Span) -> Any:
+        """Links with attributes redacted (the same tuple if unchanged)."""
+        new = []
+        for i, link in enumerate(span.links):
+            attributes = self.mapping(link.attributes, f"$.links[{i}].attributes", 0, top=True)
+            new.append(link if attributes is link.attributes else dataclasses.replace(link, attributes=attributes))
+        return span.links if all(a is b for a, b in zip(new, span.links, strict=True)) else tuple(new)
+
+    # -- values ------------------------------------------------------------------------------------------
+    def record(self, path: Path, rules: list[RedactionRule]) -> None:
+        """Note a redacted path and the rules that fired there."""
+        self.paths.append(render_path(path))
+        for rule in rules:
+            self.hits.setdefault(rule.rule_id, RedactionRuleHit(rule.rule_id, rule.reason))
+
+    def mapping(self, mapping: Mapping[Any, Any], base: Path, depth: int, *, top: bool = False) -> Any:
+        """A map with key rules applied to its members and value rules inside (same object if unchanged)."""
+        items: list[tuple[Any, Any]] = []
+        changed = False
+        kind = _TOP if top else _MEMBER
+        for key, value in mapping.items():
+            path: Path = (base, key, kind)
+            new_key = key if top or not isinstance(key, str) else self.key(key, path, depth)
+            if new_key is not key:
+                path = (base, new_key, kind)
+            rule = self.redactor.key_rule(key)
+            if rule is not None and _is_maskable(value):
+                new = self.mask_whole(value, rule)
+                if new is not value:
+                    self.record(path, [rule])
+            else:
+                new = self.value(value, path, depth)
+            changed = changed or new is not value or new_key is not key
+            items.append((new_key, new))
+        return dict(items) if changed else mapping
+
+    def key(self, key: str, path: Path, depth: int) -> str:
+        """A nested map key with value rules applied; its path is recorded with the redacted key."""
+        mark = len(self.paths)
+        new_key = self.text(key, path, depth)
+        if new_key is not key:
+            parent, _, kind = path  # type: ignore[misc]
+            self.paths[mark:] = [render_path((parent, new_key, kind))]
+        return new_key
+
+    def value(self, value: Any, path: Path, depth: int) -> Any:
+        """Any attribute value, redacted (same object if unchanged)."""
+        if type(value) in _SCALARS:
+            return value
+        if depth > MAX_DEPTH:
+            return self.too_deep(value, path)
+        if isinstance(value, str):
+            return self.text(value, path, depth)
+        if isinstance(value, Mapping):
+            return self.mapping(value, path, depth + 1)
+        if isinstance(value, list | tuple):
+            new = [self.value(item, (path, i, _INDEX), depth + 1) for i, item in enumerate(value)]
+            if all(a is b for a, b in zip(new, value, strict=True)):
+                return value
+            return tuple(new) if isinstance(value, tuple) else new
+        if isinstance(value, bytes | bytearray):
+            text = _utf8_or_none(value)
+            if text is not None:
+                redacted = self.text(text, path, depth)
+                return value if redacted is text else redacted.encode("utf-8")
+        return value
+
+    def too_deep(self, value: Any, path: Path) -> Any:
+        """A value nested past MAX_DEPTH: masked whole (it cannot be inspected safely)."""
+        if isinstance(value, Mapping | list | tuple):
+            raw = _leaves_text(value)
+        elif isinstance(value, str):
+            raw = value.encode("utf-8", "surrogatepass")
+        else:
+            return value
+        self.record(path, [_DEPTH_RULE])
+        return self.redactor.marker(_DEPTH_RULE, raw)
+
+    def mask_whole(self, value: Any, rule: RedactionRule, depth: int = 0) -> Any:
+        """Everything maskable in ``value`` replaced by markers (key rules); same object if nothing was."""
+        if value is None or isinstance(value, bool):
+            return value
+        if isinstance(value, str):
+            if not value or self.is_masked(value):
+                return value
+            return self.redactor.marker(rule, value.encode("utf-8", "surrogatepass"))
+        if depth > MAX_DEPTH:
+            return self.redactor.marker(rule, _leaves_text(value))
+        if isinstance(value, list | tuple):
+            new = [self.mask_whole(item, rule, depth + 1) for item in value]
+            if all(a is b for a, b in zip(new, value, strict=True)):
+                return value
+            return tuple(new) if isinstance(value, tuple) else new
+        if isinstance(value, Mapping):
+            masked = [(k, self.mask_whole(v, rule, depth + 1)) for k, v in value.items()]
+            return value if all(new is old for (_, new), old in zip(masked, value.values(), strict=True)) \
+                else dict(masked)
+        raw = bytes(value) if isinstance(value, bytes | bytearray) else str(value).encode("utf-8", "surrogatepass")
+        return self.redactor.marker(rule, raw)
+
+    def is_masked(self, text: str) -> bool:
+        """Already redacted: our marker, a ``****`` mask, or an upstream hex digest (on hashed spans)."""
+        return _is_already_masked(text) or (self.upstream and _HEX_DIGEST.fullmatch(text) is not None)
+
+    # -- text --------------------------------------------------------------------------------------------
+    def text(self, text: str, path: Path, depth: int) -> str:
+        """A string with value rules applied (inside it, when it holds JSON)."""
+        if not text:
+            return text
+        if _looks_like_json(text):
+            if self.policy.raw_json_ok and not self.redactor.is_text_dirty(text):
+                return text
+            parsed = _parse_json(text)
+            if parsed is not None:
+                new = self.value(parsed, path, depth + 1)
+                return text if new is parsed else orjson.dumps(new).decode("utf-8")
+            return self.plain(text, path, raw=True)  # unparseable (e.g. truncated) JSON: raw-aware patterns
+        return self.plain(text, path, raw=False)
+
+    def plain(self, text: str, path: Path, *, raw: bool) -> str:
+        """Mask value-rule matches in plain text."""
+        cacheable = not raw and len(text) <= _CLEAN_CACHE_MAX_CHARS
+        if cacheable and self.redactor.is_known_clean(text):
+            return text
+        data = text.encode("utf-8", "surrogatepass")
+        quick = self.policy.detect if raw else self.policy.leaf
+        found = None
+        if quick is not None and quick.Match(UNANCHORED, data, 0, len(data))[0] != _NO_MATCH:
+            found = _merge(self.find(data, raw=raw))
+        if not found:
+            if cacheable:
+                self.redactor.remember_clean(text)
+            return text
+        pieces: list[bytes] = []
+        last = 0
+        for start, end, rules in found:
+            pieces += [data[last:start], self.redactor.marker(rules[0], data[start:end]).encode("ascii")]
+            last = end
+        pieces.append(data[last:])
+        self.record(path, [rule for _, _, rules in found for rule in rules])
+        return _decode(b"".join(pieces))
+
+    def find(self, data: bytes, *, raw: bool) -> list[tuple[int, int, int, RedactionRule]]:
+        """Every validated match of every value rule: (start, end, rule order, rule)."""
+        protected = _protected_regions(data)
+        found: list[tuple[int, int, int, RedactionRule]] = []
+        matchers = self.policy.value_matchers
+        rule_set = self.policy.raw_value_set if raw else self.policy.value_set
+        orders = (rule_set.Match(data) if rule_set is not None else None) or range(len(matchers))
+        for order in orders:
+            matcher = matchers[order]
+            for start, end in _matches(matcher, data, raw=raw):
+                if not any(start < p_end and p_start < end for p_start, p_end in protected):
+                    found.append((start, end, order, matcher.rule))
+        return found
+
+
+def _matches(matcher: ValueMatcher, data: bytes, *, raw: bool) -> list[tuple[int, int]]:
+    """Validated (start, end) byte spans to mask for one rule: its secret group, or the whole match."""
+    regex = matcher.raw_regex if raw else matcher.regex
+    spans: list[tuple[int, int]] = []
+    pos, end = 0, len(data)
+    while pos <= end:
+        groups = regex.Match(UNANCHORED, data, pos, end)
+        m_start, m_end = groups[0]
+        if m_start < 0:
+            break
+        pos = m_end if m_end > m_start else m_start + 1
+        start, stop = groups[matcher.secret_group] if groups[matcher.secret_group][0] >= 0 else groups[0]
+        if matcher.validator is not None:
+            sub = matcher.validator(data[start:stop])
+            if sub is None:
+                pos = m_start + 1  # a rejected candidate may hide a real one starting inside it
+                continue
+            start, stop = start + sub[0], start + sub[1]
+        if stop > start:
+            spans.append((start, stop))
+    return spans
+
+
+def _merge(found: list[tuple[int, int, int, RedactionRule]]) -> list[tuple[int, int, list[RedactionRule]]]:
+    """Overlapping matches merged into one masked span, named after the earliest (then highest-priority) rule."""
+    merged: list[tuple[int, int, list[RedactionRule]]] = []
+    for start, end, _, rule in sorted(found, key=lambda f: (f[0], f[2])):
+        if merged and start < merged[-1][1]:
+            m_start, m_end, rules = merged[-1]
+            merged[-1] = (m_start, max(m_end, end), rules if rule in rules else [*rules, rule])
+        else:
+            merged.append((start, end, [rule]))
+    return merged
