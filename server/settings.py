@@ -89,6 +89,15 @@ class Settings:
     """TRACEWARD_AUDIT_RETENTION_DAYS: how long audit rows are kept, independently of run retention."""
     retention_interval_s: float = 3_600.0
     """TRACEWARD_RETENTION_INTERVAL_S: how often the retention job runs (0 = only on demand)."""
+    approval_timeout_s: float = 300.0
+    """TRACEWARD_APPROVAL_TIMEOUT_S: how long an approval stays pending before it expires (= deny), in seconds."""
+    decision_token_ttl_s: int = 300
+    """TRACEWARD_DECISION_TOKEN_TTL_S: lifetime of a DecisionToken; the tool must start executing within it."""
+    kill_switch_external_write: bool = False
+    """TRACEWARD_KILL_SWITCH_EXTERNAL_WRITE: global kill switch, denies every external write in every tenant."""
+    signing_key_path: Path | None = None
+    """TRACEWARD_SIGNING_KEY_PATH: PEM file of the Ed25519 DecisionToken keys (default <data dir>/signing-keys.pem,
+    created with mode 0600 on first start)."""
 
     def __post_init__(self) -> None:
         for name in ("grpc_port", "otlp_http_port", "http_port"):
@@ -111,6 +120,9 @@ class Settings:
         for name in ("jwt_leeway_s", "key_rotation_grace_s", "retention_interval_s"):
             if getattr(self, name) < 0:
                 raise ConfigError(f"{ENV_PREFIX}{name.upper()}={getattr(self, name)}: must be >= 0")
+        if self.approval_timeout_s <= 0 or not 0 < self.decision_token_ttl_s <= 86_400:
+            raise ConfigError(f"{ENV_PREFIX}APPROVAL_TIMEOUT_S={self.approval_timeout_s} / {ENV_PREFIX}"
+                              f"DECISION_TOKEN_TTL_S={self.decision_token_ttl_s}: must be positive (TTL ≤ 86400)")
         if self.rate_limit_store not in ("memory", "sqlite"):
             raise ConfigError(f"{ENV_PREFIX}RATE_LIMIT_STORE={self.rate_limit_store!r}: memory or sqlite")
         if self.jwt_hs256_secret is not None and len(self.jwt_hs256_secret.encode()) < 32:
@@ -148,6 +160,11 @@ class Settings:
     def steps_path(self) -> Path:
         """Delta table directory."""
         return self.data_dir / "steps"
+
+    @property
+    def signing_key_file(self) -> Path:
+        """PEM file of the DecisionToken signing keys."""
+        return self.signing_key_path or self.data_dir / "signing-keys.pem"
 
     @property
     def ratelimit_path(self) -> Path:
