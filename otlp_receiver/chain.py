@@ -46,8 +46,7 @@ from otlp_receiver.model import RedactionMeta
 HASH_PREFIX: Final = "sha256:"
 RECORD_VERSION: Final = 1
 _SORT: Final = orjson.OPT_SORT_KEYS
-_SCALARS: Final = (str, int, bool, type(None))
-_CONTAINERS: Final = (dict, list, tuple)
+_LEAVES: Final = frozenset({str, int, bool, type(None)})
 
 
 # --- canonical JSON -------------------------------------------------------------------------------------
@@ -58,41 +57,53 @@ def canonical_json(obj: object) -> bytes:
         TypeError: unsupported type, non-str key, lone surrogate, or an int beyond 64 bits.
         ValueError: NaN or infinity.
     """
-    if not _has_float(obj):
-        try:
-            out = orjson.dumps(obj, option=_SORT)
-        except orjson.JSONEncodeError:
-            pass  # e.g. a Mapping that is not a dict: the slow path converts it, or raises a clear error
-        else:
-            if out.isascii() or not _has_non_ascii_key(obj):
-                return out
-    return orjson.dumps(_jcs_copy(obj))
+    try:
+        return orjson.dumps(_with_float_fragments(obj), option=_SORT)
+    except (_SlowPath, orjson.JSONEncodeError):
+        # non-ASCII or non-str keys, Mappings that are not dicts: slow path, which raises if unsupported
+        return orjson.dumps(_jcs_copy(obj))
 
 
-def _has_float(obj: object) -> bool:
-    """True if any value inside ``obj`` is a float (cheap walk; strings are leaves)."""
+class _SlowPath(Exception):
+    """An object key that orjson's code-point sort might order differently from JCS (or not a str)."""
+
+
+def _with_float_fragments(obj: object) -> object:
+    """``obj`` with floats replaced by ECMAScript-formatted fragments; containers copied only on that path.
+
+    Raises:
+        _SlowPath: on a key that is not a plain ASCII str (JCS sorts keys by UTF-16 code units).
+    """
     kind = type(obj)
     if kind is dict:
-        return any(_has_float(value) for value in obj.values())  # type: ignore[attr-defined]
+        copy = None
+        for key, value in obj.items():  # type: ignore[attr-defined]
+            if type(key) is not str or not key.isascii():
+                raise _SlowPath
+            if type(value) in _LEAVES:
+                continue
+            new = _with_float_fragments(value)
+            if new is not value:
+                if copy is None:
+                    copy = dict(obj)  # type: ignore[call-overload]
+                copy[key] = new
+        return obj if copy is None else copy
     if kind is list or kind is tuple:
-        return any(_has_float(value) for value in obj)  # type: ignore[attr-defined]
-    if kind in _SCALARS:
-        return False
-    return isinstance(obj, float) or (isinstance(obj, Mapping | list | tuple) and _has_float(_plain(obj)))
-
-
-def _plain(obj: object) -> object:
-    """A dict/list/tuple subclass or a Mapping as its plain builtin container."""
-    return dict(obj) if isinstance(obj, Mapping) else list(obj)  # type: ignore[call-overload]
-
-
-def _has_non_ascii_key(obj: object) -> bool:
-    """True if any object key inside ``obj`` has a non-ASCII character (JCS sorts those by UTF-16)."""
-    if isinstance(obj, Mapping):
-        return any(not str(k).isascii() or _has_non_ascii_key(v) for k, v in obj.items())
-    if isinstance(obj, list | tuple):
-        return any(_has_non_ascii_key(value) for value in obj)
-    return False
+        items = None
+        for i, value in enumerate(obj):  # type: ignore[call-overload]
+            if type(value) in _LEAVES:
+                continue
+            new = _with_float_fragments(value)
+            if new is not value:
+                if items is None:
+                    items = list(obj)  # type: ignore[call-overload]
+                items[i] = new
+        return obj if items is None else items
+    if isinstance(obj, float):
+        return orjson.Fragment(format_number(obj))
+    if isinstance(obj, Mapping | list | tuple):
+        return _with_float_fragments(dict(obj) if isinstance(obj, Mapping) else list(obj))
+    return obj
 
 
 def _jcs_copy(obj: object) -> object:
@@ -122,6 +133,9 @@ def format_number(value: float) -> str:
         raise ValueError("canonical_json: NaN and infinity are not JSON")
     if value == 0:
         return "0"
+    text = repr(value)
+    if "e" not in text:  # 1e-4 <= |value| < 1e16: Python's shortest repr is already ES's fixed layout
+        return text[:-2] if text.endswith(".0") else text
     sign = "-" if value < 0 else ""
     digits, point = _shortest_digits(abs(value))
     return sign + _es_layout(digits, point)
