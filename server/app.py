@@ -7,13 +7,16 @@ from __future__ import annotations
 
 from typing import Any
 
-from litestar import Litestar, get
+from litestar import Litestar, Router, get
 from litestar.di import Provide
 from litestar.openapi import OpenAPIConfig
 from litestar.openapi.spec import Components, SecurityScheme
 
 from server.auth import PUBLIC, permission_guard
 from server.errors import EXCEPTION_HANDLERS
+from server.ratelimit import rate_limit_headers, rate_limit_middleware
+from server.routes.admin import AdminController, AuditController, KeysController
+from server.routes.governance import GOVERNANCE_HANDLERS
 from server.routes.ingest import OtlpHttpController
 from server.routes.runs import RunsController
 from server.runtime import Runtime
@@ -30,6 +33,7 @@ def healthz(runtime: Runtime) -> dict[str, Any]:
 def _base(runtime: Runtime, handlers: list[Any], *, openapi: bool) -> Litestar:
     openapi_config = OpenAPIConfig(
         title="Traceward", version="0.1.0", path="/schema",
+        openapi_router=Router(path="/schema", route_handlers=[], opt={"permission": PUBLIC}),
         components=Components(security_schemes={"bearer": SecurityScheme(type="http", scheme="bearer")}),
         security=[{"bearer": []}],
     ) if openapi else None
@@ -37,6 +41,8 @@ def _base(runtime: Runtime, handlers: list[Any], *, openapi: bool) -> Litestar:
         route_handlers=handlers,
         dependencies={"runtime": Provide(lambda: runtime, sync_to_thread=False)},
         guards=[permission_guard],
+        middleware=[rate_limit_middleware],
+        before_send=[rate_limit_headers],
         exception_handlers=EXCEPTION_HANDLERS,
         openapi_config=openapi_config,
         request_max_body_size=runtime.settings.max_http_body_bytes,
@@ -48,7 +54,8 @@ def _base(runtime: Runtime, handlers: list[Any], *, openapi: bool) -> Litestar:
 
 def create_app(runtime: Runtime) -> Litestar:
     """The API app served on the HTTP port."""
-    return _base(runtime, [healthz, RunsController, OtlpHttpController], openapi=True)
+    return _base(runtime, [healthz, RunsController, OtlpHttpController, *GOVERNANCE_HANDLERS, KeysController, AuditController,
+                           AdminController], openapi=True)
 
 
 def create_otlp_http_app(runtime: Runtime) -> Litestar:

@@ -18,11 +18,15 @@ from otlp_receiver.ingest import IngestPipeline, IngestResult, Sequencer
 from otlp_receiver.model import Span
 from otlp_receiver.pricing import PriceTable
 from otlp_receiver.service import IngestIdentity, TraceServicer, start_grpc_server
+from otlp_receiver.store.audit import AuditLog
 from otlp_receiver.store.index import RunIndex
 from otlp_receiver.store.keys import KeyRecord, KeyStore
 from otlp_receiver.store.steps import StepTable
 from otlp_receiver.wal import WriteAheadLog
-from server.auth import Authenticator
+from server.auth import Authenticator, jwt_verifier
+from server.ratelimit import RateLimiter, limited_ingest_identity
+from server.retention import RetentionJob
+from server.governance_wiring import governance_from_settings
 from server.settings import Settings
 
 logger = logging.getLogger(__name__)
@@ -39,11 +43,19 @@ class Runtime:
         self.wal = WriteAheadLog(settings.wal_dir, fsync=settings.wal_fsync)
         self.prices = PriceTable.load(settings.price_file) if settings.price_file else PriceTable.default()
         self.sequencer = Sequencer(self.index)
-        self.pipeline = IngestPipeline(self.wal, self.sequencer)
+        self.governance = governance_from_settings(
+            settings, self.index, lambda tenant, project, drafts: self.pipeline.ingest_drafts(tenant, project, drafts))
+        self.pipeline = IngestPipeline(self.wal, self.sequencer, bind=self.governance.bind)
         self.flusher = Flusher(self.wal, self.index, self.steps, self.sequencer, self.prices,
                                interval_s=settings.flush_interval_s)
         self.keys = KeyStore(self.index)
-        self.authenticator = Authenticator(self.keys)
+        self.authenticator = Authenticator(self.keys, jwt_verifier(settings))
+        self.limiter = RateLimiter.from_settings(settings)
+        self.audit = AuditLog(self.index)
+        self.retention = RetentionJob(
+            self.index, self.steps, self.audit, default_days=settings.retention_days,
+            audit_days=settings.audit_retention_days, interval_s=settings.retention_interval_s,
+            drain=lambda: self.flusher.wait_flushed(self.wal.end_position()))
         self.grpc_server: grpc.Server | None = None
         self.grpc_port = 0
         self.spans_accepted = 0
@@ -54,8 +66,10 @@ class Runtime:
     def start(self, *, grpc: bool = True) -> None:
         """Replay the WAL, start the flusher and (optionally) the OTLP gRPC server."""
         self.flusher.start()
+        self.governance.start()
+        self.retention.start()
         if grpc:
-            servicer = TraceServicer(self.authenticator.ingest_identity, self.ingest_spans)
+            servicer = TraceServicer(limited_ingest_identity(self.authenticator, self.limiter), self.ingest_spans)
             self.grpc_server, self.grpc_port = start_grpc_server(
                 servicer, host=self.settings.host, port=self.settings.grpc_port,
                 max_message_bytes=self.settings.max_message_bytes, max_workers=self.settings.grpc_workers)
@@ -64,6 +78,8 @@ class Runtime:
         """Stop accepting, then flush what was accepted."""
         if self.grpc_server is not None:
             self.grpc_server.stop(grace=5).wait()
+        self.retention.stop()
+        self.governance.stop()
         self.flusher.stop()
         self.wal.close()
 
