@@ -113,3 +113,54 @@ def m006_key_admin_and_retention(db: Database) -> None:
             tenant_id TEXT PRIMARY KEY, last_id INTEGER NOT NULL, last_hash TEXT NOT NULL,
             pruned_ns INTEGER NOT NULL
         )""")
+
+
+@migrations()
+def m007_governance(db: Database) -> None:
+    """Governance (``governance/store.py``): policy versions, approvals, kill switches, token uses, bindings."""
+    db.execute("""
+        CREATE TABLE policies (
+            policy_id TEXT PRIMARY KEY, tenant_id TEXT NOT NULL, project_id TEXT NOT NULL,
+            version INTEGER NOT NULL, active INTEGER NOT NULL DEFAULT 0,
+            document TEXT NOT NULL, source TEXT NOT NULL, content_type TEXT NOT NULL, sha256 TEXT NOT NULL,
+            description TEXT, rule_count INTEGER NOT NULL, created_ns INTEGER NOT NULL, created_by TEXT NOT NULL,
+            activated_ns INTEGER, activated_by TEXT,
+            UNIQUE (tenant_id, project_id, version)
+        )""")
+    db.execute("CREATE UNIQUE INDEX policies_one_active ON policies (tenant_id, project_id) WHERE active = 1")
+    db.execute("""
+        CREATE TABLE approvals (
+            approval_id TEXT PRIMARY KEY, tenant_id TEXT NOT NULL, project_id TEXT NOT NULL,
+            tool TEXT NOT NULL, args TEXT NOT NULL, trace_id TEXT NOT NULL, span_id TEXT NOT NULL,
+            requested_by TEXT NOT NULL, context TEXT NOT NULL DEFAULT '{}', status TEXT NOT NULL,
+            created_ns INTEGER NOT NULL, expires_ns INTEGER NOT NULL, agent TEXT, environment TEXT,
+            action_class TEXT, autonomy_level TEXT, policy_version INTEGER, rule_id TEXT, reason_code TEXT,
+            decided_by TEXT, decided_ns INTEGER, reason TEXT, edited_args TEXT, token TEXT, token_id TEXT
+        )""")
+    db.execute("CREATE INDEX approvals_by_created ON approvals (tenant_id, created_ns DESC, approval_id DESC)")
+    db.execute("CREATE INDEX approvals_by_status ON approvals (tenant_id, status, created_ns DESC, approval_id DESC)")
+    db.execute("CREATE INDEX approvals_by_trace ON approvals (tenant_id, trace_id)")
+    db.execute("CREATE INDEX approvals_pending_expiry ON approvals (expires_ns) WHERE status = 'pending'")
+    db.execute("""
+        CREATE TABLE kill_switches (
+            tenant_id TEXT PRIMARY KEY, enabled INTEGER NOT NULL, reason TEXT,
+            updated_ns INTEGER NOT NULL, updated_by TEXT NOT NULL
+        )""")
+    db.execute("""
+        CREATE TABLE token_uses (
+            tenant_id TEXT NOT NULL, jti TEXT NOT NULL, trace_id TEXT NOT NULL, span_id TEXT NOT NULL,
+            used_ns INTEGER NOT NULL, PRIMARY KEY (tenant_id, jti)
+        ) WITHOUT ROWID""")
+    db.execute("CREATE INDEX token_uses_by_time ON token_uses (used_ns)")
+    db.execute("""
+        CREATE TABLE binding_checks (
+            tenant_id TEXT NOT NULL, trace_id TEXT NOT NULL, span_id TEXT NOT NULL, binding TEXT NOT NULL,
+            jti TEXT, checked_ns INTEGER NOT NULL, PRIMARY KEY (tenant_id, trace_id, span_id)
+        ) WITHOUT ROWID""")
+    db.execute("CREATE INDEX binding_checks_by_time ON binding_checks (checked_ns)")
+
+
+@migrations()
+def m007_audit_log_tail(db: Database) -> None:
+    """The audit append reads the tenant's last row by id; without this index that sorts every tenant row."""
+    db.execute("CREATE INDEX audit_by_id ON audit_log (tenant_id, id)")
