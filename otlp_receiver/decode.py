@@ -63,7 +63,8 @@ def parse_protobuf(body: bytes) -> trace_service_pb2.ExportTraceServiceRequest:
     try:
         request.ParseFromString(body)
     except (PBDecodeError, ValueError, RuntimeError) as exc:
-        raise DecodeError(f"malformed OTLP protobuf payload: {exc}") from exc
+        raise DecodeError("malformed OTLP protobuf payload: invalid wire format, invalid UTF-8 in a string "
+                          f"field, or values nested deeper than protobuf's 100-level limit ({exc})") from exc
     return request
 
 
@@ -83,19 +84,47 @@ def parse_json(body: bytes) -> trace_service_pb2.ExportTraceServiceRequest:
     _fix_json_ids(doc)
     request = trace_service_pb2.ExportTraceServiceRequest()
     try:
-        json_format.ParseDict(doc, request, ignore_unknown_fields=True, max_recursion_depth=64)
-    except (json_format.ParseError, ValueError, TypeError, RecursionError) as exc:
+        json_format.ParseDict(doc, request, ignore_unknown_fields=True, max_recursion_depth=100)
+    except RecursionError as exc:
+        raise DecodeError("invalid OTLP/JSON payload: values nested too deeply") from exc
+    except (json_format.ParseError, ValueError, TypeError) as exc:
         raise DecodeError(f"invalid OTLP/JSON payload: {_short(str(exc))}") from exc
     return request
 
 
 def _fix_json_ids(doc: dict[str, Any]) -> None:
     for rs in _dicts(doc.get("resourceSpans")):
+        _cap_attributes(rs.get("resource"))
         for ss in _dicts(rs.get("scopeSpans")):
             for span in _dicts(ss.get("spans")):
                 _hex_ids_to_b64(span)
-                for link in _dicts(span.get("links")):
-                    _hex_ids_to_b64(link)
+                _cap_attributes(span)
+                for item in _dicts(span.get("links")) + _dicts(span.get("events")):
+                    _hex_ids_to_b64(item)
+                    _cap_attributes(item)
+
+
+def _cap_attributes(holder: object) -> None:
+    """Cut attribute values nested deeper than MAX_ATTR_DEPTH before protobuf parsing (which would refuse
+    the whole request), mirroring what :func:`decode_value` does for binary payloads."""
+    if isinstance(holder, dict):
+        for kv in _dicts(holder.get("attributes")):
+            if isinstance(kv.get("value"), dict):
+                _cap_value(kv["value"], 0)
+
+
+def _cap_value(value: dict[str, Any], depth: int) -> None:
+    nested = value.get("kvlistValue") or value.get("arrayValue")
+    if not isinstance(nested, dict):
+        return
+    if depth >= MAX_ATTR_DEPTH:
+        value.clear()
+        value["stringValue"] = f"[truncated: nesting deeper than {MAX_ATTR_DEPTH}]"
+        return
+    for item in _dicts(nested.get("values")):
+        inner = item.get("value") if "key" in item else item
+        if isinstance(inner, dict):
+            _cap_value(inner, depth + 1)
 
 
 def _dicts(value: object) -> list[dict[str, Any]]:

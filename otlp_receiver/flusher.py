@@ -50,6 +50,7 @@ class Batch:
     finished: list[dict[str, Any]] = field(default_factory=list)
     heads: dict[tuple[str, str], tuple[str, int]] = field(default_factory=dict)  # (tenant, run) → (hash, next seq)
     usage_changed: set[tuple[str, str]] = field(default_factory=set)  # runs whose usage totals need recomputing
+    new_spans: dict[tuple[str, str], tuple[int, list[str]]] = field(default_factory=dict)  # run → (first seq, ids)
     projects: dict[tuple[str, str], str] = field(default_factory=dict)
 
     @property
@@ -200,6 +201,7 @@ class Flusher:
                              start_ns=f["start_ns"], payload_hash=p_hash, redaction_meta=meta)
         c_hash = chain_hash(prev, record)
         batch.heads[(tenant, run_id)] = (c_hash, seq + 1)
+        batch.new_spans.setdefault((tenant, run_id), (seq, []))[1].append(f["span_id"])
         if is_usage_relevant(f["type"], f["tokens_in"], f["status"]) or f["cost_usd"] is not None:
             batch.usage_changed.add((tenant, run_id))
         f.update(tenant_id=tenant, project_id=project, run_id=run_id, seq=seq, day=_day(f["start_ns"] or received_ns),

@@ -98,6 +98,20 @@ class Sequencer:
         """Whether the run is known (pending in the WAL or in the index)."""
         return (tenant_id, run_id) in self._runs or self.index.get_run_row(tenant_id, run_id) is not None
 
+    def duplicates(self, tenant_id: str, run_id: str, span_ids: Sequence[str]) -> set[str]:
+        """Which of these span ids are already taken (stored, pending, or repeated in the list); no side effects."""
+        state = self.entry(tenant_id, run_id)
+        fresh = [s for s in span_ids if s not in state.seen]
+        taken = {s for s in span_ids if s in state.seen}
+        if state.has_history and fresh:
+            taken |= self.index.known_span_ids(tenant_id, run_id, fresh)
+        seen: set[str] = set()
+        for span_id in span_ids:
+            if span_id in seen:
+                taken.add(span_id)
+            seen.add(span_id)
+        return taken
+
     def assign(self, tenant_id: str, run_id: str, span_ids: Sequence[str]) -> list[int | None]:
         """A seq for each new span id, None for a duplicate (already stored or pending)."""
         state = self.entry(tenant_id, run_id)
@@ -213,9 +227,10 @@ class IngestPipeline:
         with self._lock:
             if not self.sequencer.exists(tenant_id, run_id):
                 raise NotFoundError(f"run {run_id} not found")
-            seqs = self.sequencer.assign(tenant_id, run_id, [d.span_id for d in drafts])
-            if any(s is None for s in seqs):
+            span_ids = [d.span_id for d in drafts]
+            if self.sequencer.duplicates(tenant_id, run_id, span_ids):
                 raise ConflictError("a step with this span_id already exists in the run")
+            seqs = self.sequencer.assign(tenant_id, run_id, span_ids)
             items = [wal_item(run_id, seq, d) for seq, d in zip(seqs, drafts, strict=True)]
             record = {"kind": "steps", "tenant": tenant_id, "project": project_id,
                       "received_ns": time.time_ns(), "runs": {}, "items": items}

@@ -21,7 +21,7 @@ from dataclasses import dataclass
 import grpc
 from google.protobuf import duration_pb2
 from google.rpc import code_pb2, error_details_pb2, status_pb2
-from opentelemetry.proto.collector.trace.v1 import trace_service_pb2, trace_service_pb2_grpc
+from opentelemetry.proto.collector.trace.v1 import trace_service_pb2
 
 from otlp_receiver.decode import (
     DecodedBatch,
@@ -73,19 +73,24 @@ def decode_and_sink(identity: IngestIdentity, request: trace_service_pb2.ExportT
 
 # -- gRPC ----------------------------------------------------------------------------------------------------
 
-class TraceServicer(trace_service_pb2_grpc.TraceServiceServicer):  # type: ignore[misc]  # untyped *_pb2_grpc base
-    """``opentelemetry.proto.collector.trace.v1.TraceService/Export``."""
+class TraceServicer:
+    """``opentelemetry.proto.collector.trace.v1.TraceService/Export``.
+
+    Registered with a raw-bytes request deserializer (see :func:`start_grpc_server`) so a malformed
+    payload reaches our decoder and is answered INVALID_ARGUMENT with a reason, not grpcio's
+    generic INTERNAL "Exception deserializing request!".
+    """
 
     def __init__(self, authenticate: Authenticate, sink: Sink) -> None:
         self.authenticate = authenticate
         self.sink = sink
 
-    def Export(self, request: trace_service_pb2.ExportTraceServiceRequest,  # noqa: N802 - gRPC method name
-               context: grpc.ServicerContext) -> trace_service_pb2.ExportTraceServiceResponse:
+    def Export(self, body: bytes, context: grpc.ServicerContext  # noqa: N802 - gRPC method name
+               ) -> trace_service_pb2.ExportTraceServiceResponse:
         """Handle one export."""
         try:
             identity = self.authenticate(_metadata_value(context.invocation_metadata(), "authorization"))
-            batch = decode_and_sink(identity, request, self.sink)
+            batch = decode_and_sink(identity, parse_protobuf(body), self.sink)
         except AppError as exc:
             _abort(context, exc)
         except Exception:  # process boundary: log once, answer INTERNAL, keep serving
@@ -145,7 +150,11 @@ def start_grpc_server(servicer: TraceServicer, *, host: str, port: int, max_mess
                  ("grpc.max_send_message_length", 4 * 1024 * 1024)],
         maximum_concurrent_rpcs=max_concurrent_rpcs,
     )
-    trace_service_pb2_grpc.add_TraceServiceServicer_to_server(servicer, server)
+    handler = grpc.unary_unary_rpc_method_handler(
+        servicer.Export, request_deserializer=None,
+        response_serializer=trace_service_pb2.ExportTraceServiceResponse.SerializeToString)
+    server.add_generic_rpc_handlers((grpc.method_handlers_generic_handler(
+        "opentelemetry.proto.collector.trace.v1.TraceService", {"Export": handler}),))
     bound = server.add_insecure_port(f"{host}:{port}")
     if bound == 0:
         raise StorageError(f"cannot bind the OTLP gRPC port {host}:{port}")

@@ -106,13 +106,18 @@ class WriteAheadLog:
         segment, offset = split_position(position)
         count = 0
         last = self.end_position()
+        last_segment = split_position(last)[0]
         for seg in self._segments_from(segment):
             start = offset if seg == segment else 0
+            end = make_position(seg, start)
             for payload, end in self._read_segment(seg, start, last):
                 yield payload, end
                 count += 1
                 if max_records is not None and count >= max_records:
                     return
+            if seg < last_segment and split_position(end)[1] < self._path(seg).stat().st_size:
+                raise StorageError(f"write-ahead log segment {seg} is corrupt at offset "
+                                   f"{split_position(end)[1]}; the records after it stay on disk, unread")
 
     def _read_segment(self, segment: int, offset: int, last: int) -> Iterator[tuple[bytes, int]]:
         path = self._path(segment)

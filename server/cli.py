@@ -14,7 +14,12 @@ from pathlib import Path
 import uvicorn
 
 from otlp_receiver.errors import AppError
+from otlp_receiver.store.audit import AuditLog
+from otlp_receiver.store.index import RunIndex
+from otlp_receiver.store.keys import KeyStore
+from otlp_receiver.store.steps import StepTable
 from server.app import create_app, create_otlp_http_app
+from server.retention import RetentionJob
 from server.runtime import Runtime
 from server.settings import Settings
 
@@ -49,6 +54,17 @@ def _parser() -> argparse.ArgumentParser:
     key.add_argument("--project", default=None, help="project id (default: TRACEWARD_DEFAULT_PROJECT)")
     key.add_argument("--name", default="")
     key.set_defaults(func=_create_key)
+    boot = admin_sub.add_parser("bootstrap-tenant", help="create a tenant's first admin key (printed once)")
+    _settings_flags(boot)
+    boot.add_argument("--tenant", required=True, help="tenant id (1-64 of A-Z a-z 0-9 . _ -)")
+    boot.add_argument("--project", default=None, help="project id (default: TRACEWARD_DEFAULT_PROJECT)")
+    boot.add_argument("--name", default="bootstrap admin key")
+    boot.add_argument("--force", action="store_true", help="even if the tenant already has an admin key")
+    boot.set_defaults(func=_bootstrap_tenant)
+    ret = admin_sub.add_parser("retention", help="apply the retention plans now (one tenant or all)")
+    _settings_flags(ret)
+    ret.add_argument("--tenant", default=None, help="only this tenant (default: every tenant)")
+    ret.set_defaults(func=_run_retention)
     return parser
 
 
@@ -71,12 +87,46 @@ def _settings(args: argparse.Namespace) -> Settings:
 
 def _create_key(args: argparse.Namespace) -> int:
     settings = _settings(args)
-    runtime = Runtime(settings)
-    key, record = runtime.keys.create(tenant_id=args.tenant or settings.default_tenant,
+    keys = KeyStore(RunIndex(settings.index_path))  # not a Runtime: never touch a running server's WAL
+    key, record = keys.create(tenant_id=args.tenant or settings.default_tenant,
                                       project_id=args.project or settings.default_project, role=args.role,
                                       name=args.name)
     print(f"{record.role} key for tenant {record.tenant_id} / project {record.project_id} (shown once):")
     print(key)
+    return 0
+
+
+def _bootstrap_tenant(args: argparse.Namespace) -> int:
+    settings = _settings(args)
+    index = RunIndex(settings.index_path)  # not a Runtime: never touch a running server's WAL
+    keys, audit = KeyStore(index), AuditLog(index)
+    if keys.count_active(args.tenant, role="admin") and not args.force:
+        print(f"traceward: tenant {args.tenant} already has an admin key (use --force to add another)",
+              file=sys.stderr)
+        return 1
+    with index.transaction() as db:
+        key, record = keys.create(tenant_id=args.tenant, project_id=args.project or settings.default_project,
+                                  role="admin", name=args.name, created_by="cli:bootstrap-tenant", db=db)
+        audit.append(args.tenant, actor="cli:bootstrap-tenant", action="key.create", target=record.key_id,
+                     details={"role": "admin", "project_id": record.project_id, "name": record.name,
+                              "prefix": record.prefix, "bootstrap": True}, db=db)
+    print(f"admin key for tenant {record.tenant_id} (shown once):")
+    print(key)
+    return 0
+
+
+def _run_retention(args: argparse.Namespace) -> int:
+    settings = _settings(args)
+    index = RunIndex(settings.index_path)  # not a Runtime: never touch a running server's WAL
+    job = RetentionJob(index, StepTable(settings.steps_path), AuditLog(index), default_days=settings.retention_days,
+                       audit_days=settings.audit_retention_days, interval_s=0)
+    if args.tenant:
+        summaries = [job.run_tenant(args.tenant, actor="cli:retention", trigger="manual")]
+    else:
+        summaries = job.run_all(actor="cli:retention", trigger="manual")
+    for s in summaries:
+        print(f"{s['tenant_id']}: {s['runs_deleted']} runs, {s['steps_deleted']} steps deleted "
+              f"(older than {s['retention_days']} days); {s['audit_rows_pruned']} audit rows pruned")
     return 0
 
 

@@ -8,6 +8,7 @@ from __future__ import annotations
 import logging
 from typing import Any
 
+from google.rpc import status_pb2
 from litestar import MediaType, Request, Response
 from litestar.exceptions import HTTPException, ValidationException
 
@@ -41,10 +42,26 @@ _HTTP_CODES = {400: "invalid_input", 401: "unauthenticated", 403: "permission_de
 
 
 def envelope(code: str, message: str, *, details: dict[str, Any] | None = None, retryable: bool = False,
-             status: int, headers: dict[str, str] | None = None) -> Response[dict[str, Any]]:
+             status: int, headers: dict[str, str] | None = None) -> Response[Any]:
     """Build an error response in the envelope."""
     body = {"error": {"code": code, "message": message, "details": details or {}, "retryable": retryable}}
     return Response(body, status_code=status, media_type=MediaType.JSON, headers=headers)
+
+
+_GRPC_FROM_HTTP = {400: 3, 401: 16, 403: 7, 404: 5, 409: 6, 413: 8, 415: 3, 422: 3, 429: 8, 503: 14}
+
+
+def for_request(request: Request[Any, Any, Any], response: Response[Any]) -> Response[Any]:
+    """OTLP/HTTP protobuf requests get a protobuf ``google.rpc.Status`` body in their own content type
+    (OTLP spec, "Failures"); every other error keeps the JSON envelope."""
+    media = request.headers.get("content-type", "").split(";")[0].strip().lower()
+    if not request.url.path.rstrip("/").endswith("/v1/traces") or media != "application/x-protobuf":
+        return response
+    error = response.content["error"] if isinstance(response.content, dict) else {}
+    status = status_pb2.Status(code=_GRPC_FROM_HTTP.get(response.status_code, 13),
+                               message=str(error.get("message", "request failed")))
+    return Response(status.SerializeToString(), status_code=response.status_code,
+                    media_type="application/x-protobuf", headers=dict(response.headers))
 
 
 def status_for(exc: AppError) -> int:
@@ -55,7 +72,7 @@ def status_for(exc: AppError) -> int:
     return 400 if exc.code in ("invalid_input", "decode_error") else 500
 
 
-def app_error_handler(_: Request[Any, Any, Any], exc: AppError) -> Response[dict[str, Any]]:
+def app_error_handler(request: Request[Any, Any, Any], exc: AppError) -> Response[Any]:
     """Domain errors → envelope."""
     status = status_for(exc)
     headers = None
@@ -63,8 +80,9 @@ def app_error_handler(_: Request[Any, Any, Any], exc: AppError) -> Response[dict
         headers = {"Retry-After": str(max(1, round(exc.retry_after_s)))}
     if status >= 500:
         logger.warning("request failed: %s (%s)", exc.code, type(exc).__name__)
-    return envelope(exc.code, exc.message, details=exc.details, retryable=exc.retryable or status in (429, 503),
-                    status=status, headers=headers)
+    return for_request(request, envelope(exc.code, exc.message, details=exc.details,
+                                         retryable=exc.retryable or status in (429, 503), status=status,
+                                         headers=headers))
 
 
 def validation_handler(_: Request[Any, Any, Any], exc: ValidationException) -> Response[dict[str, Any]]:
@@ -76,12 +94,12 @@ def validation_handler(_: Request[Any, Any, Any], exc: ValidationException) -> R
     return envelope("invalid_input", _clean(exc.detail), details=details, status=400)
 
 
-def http_exception_handler(_: Request[Any, Any, Any], exc: HTTPException) -> Response[dict[str, Any]]:
+def http_exception_handler(request: Request[Any, Any, Any], exc: HTTPException) -> Response[Any]:
     """Framework HTTP errors (404 route, 405 method, 413 body, ...) → envelope."""
     status = exc.status_code
     retryable = status in (429, 503)
-    return envelope(_HTTP_CODES.get(status, "error"), _clean(exc.detail), status=status, retryable=retryable,
-                    headers=dict(exc.headers or {}) or None)
+    return for_request(request, envelope(_HTTP_CODES.get(status, "error"), _clean(exc.detail), status=status,
+                                         retryable=retryable, headers=dict(exc.headers or {}) or None))
 
 
 def internal_error_handler(request: Request[Any, Any, Any], exc: Exception) -> Response[dict[str, Any]]:

@@ -116,6 +116,12 @@ def m006_key_admin_and_retention(db: Database) -> None:
 
 
 @migrations()
+def m006_spans_by_parent(db: Database) -> None:
+    """Children lookup: a late-arriving parent can relink earlier spans (usage must be recounted)."""
+    db.execute("CREATE INDEX spans_by_parent ON spans (tenant_id, run_id, parent_span_id)")
+
+
+@migrations()
 def m007_governance(db: Database) -> None:
     """Governance (``governance/store.py``): policy versions, approvals, kill switches, token uses, bindings."""
     db.execute("""

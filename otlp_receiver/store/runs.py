@@ -78,7 +78,7 @@ def _update_run(db: Database, key: tuple[str, str], batch: Batch, prices: PriceT
             _merge_summary(row, summary)
     if key in batch.heads:
         row["head_hash"], row["step_count"] = batch.heads[key]
-    if key in batch.usage_changed:
+    if key in batch.usage_changed or _relinks_usage(db, row, batch.new_spans.get(key)):
         _recompute_usage(db, row, prices)
     row["updated_ns"] = now
     _save(db, row)
@@ -118,6 +118,22 @@ def _merge_summary(row: dict[str, Any], s: dict[str, Any]) -> None:
     if s.get("root_status") and s.get("root_end_ns") and not row.get("explicit_status"):
         row["status"] = s["root_status"]
         row["root_end_ns"] = row["finished_ns"] = s["root_end_ns"]
+
+
+def _relinks_usage(db: Database, row: dict[str, Any], new: tuple[int, list[str]] | None) -> bool:
+    """True when a new span is the parent of an earlier-stored span of a run that has usage:
+    the late link can turn a usage leaf into an ancestor, so the totals must be recounted."""
+    if new is None or not (row.get("tokens_in") or row.get("tokens_out") or row.get("cost_usd")):
+        return False
+    first_seq, span_ids = new
+    for start in range(0, len(span_ids), 500):
+        chunk = span_ids[start:start + 500]
+        hit = db.execute(f"SELECT 1 FROM spans WHERE tenant_id = ? AND run_id = ? AND seq < ? AND parent_span_id "
+                         f"IN ({','.join('?' * len(chunk))}) LIMIT 1",
+                         [row["tenant_id"], row["run_id"], first_seq, *chunk]).fetchone()
+        if hit:
+            return True
+    return False
 
 
 def _recompute_usage(db: Database, row: dict[str, Any], prices: PriceTable) -> None:

@@ -51,7 +51,7 @@ class OtlpHttpController(Controller):
 
 def create_run(runtime: Runtime, principal: Principal, data: CreateRun) -> dict[str, Any]:
     """Create a run; returns the Run object once it is stored."""
-    run_id = _normalise_run_id(data.run_id) if data.run_id else uuid.uuid4().hex
+    run_id = normalise_run_id(data.run_id) if data.run_id else uuid.uuid4().hex
     started = parse_time(data.started_at, field="started_at") if data.started_at else time.time_ns()
     run = {"run_id": run_id, "trace_id": run_id, "name": data.name, "started_ns": started,
            "tags": dict(data.tags), "parent_run_id": data.parent_run_id, "agent": data.agent}
@@ -65,7 +65,7 @@ def create_run(runtime: Runtime, principal: Principal, data: CreateRun) -> dict[
 
 def append_steps(runtime: Runtime, principal: Principal, run_ref: str, data: AppendSteps) -> dict[str, Any]:
     """Append steps; each gets its step_id and seq in request order."""
-    run_id = _normalise_run_id(run_ref)
+    run_id = normalise_run_id(run_ref)
     if not data.steps or len(data.steps) > MAX_STEPS_PER_BATCH:
         raise InvalidInputError(f"steps must hold 1 to {MAX_STEPS_PER_BATCH} items",
                                 details={"steps": f"1..{MAX_STEPS_PER_BATCH} items"})
@@ -81,7 +81,7 @@ def finish_run(runtime: Runtime, principal: Principal, run_ref: str, data: Finis
     run_id, sep, verb = run_ref.partition(":")
     if not sep or verb != "finish":
         raise NotFoundError(f"no such action {run_ref!r}: use POST /v1/runs/{{run_id}}:finish")
-    run_id = _normalise_run_id(run_id)
+    run_id = normalise_run_id(run_id)
     data = data or FinishRun()
     status = _final_status(data.status)
     finished = parse_time(data.finished_at, field="finished_at") if data.finished_at else time.time_ns()
@@ -93,7 +93,8 @@ def finish_run(runtime: Runtime, principal: Principal, run_ref: str, data: Finis
     return run_to_json(run)
 
 
-def _normalise_run_id(value: str) -> str:
+def normalise_run_id(value: str) -> str:
+    """A run id as stored: 32 lower-case hex (a UUID's dashes dropped)."""
     if not _RUN_ID.match(value):
         raise InvalidInputError("run_id must be a UUID or 32 hex characters", details={"run_id": "invalid"})
     hex_id = value.replace("-", "").lower()

@@ -83,7 +83,7 @@ class RunsController(Controller):
     @get("/{run_id:str}", summary="Get one run", opt=READ, sync_to_thread=True)
     def get_run(self, request: Request[Any, Any, Any], runtime: Runtime, run_id: str) -> dict[str, Any]:
         """The Run object."""
-        run = runtime.index.get_run(current_principal(request).tenant_id, run_id)
+        run = runtime.index.get_run(current_principal(request).tenant_id, ingest.normalise_run_id(run_id))
         if run is None:
             raise NotFoundError(f"run {run_id} not found")
         return run_to_json(run)
@@ -96,6 +96,7 @@ class RunsController(Controller):
     ) -> dict[str, Any]:
         """A page of steps after the cursor; orphans (parent never arrived) are flagged."""
         tenant = current_principal(request).tenant_id
+        run_id = ingest.normalise_run_id(run_id)
         if runtime.index.get_run_row(tenant, run_id) is None:
             raise NotFoundError(f"run {run_id} not found")
         types = _types(type)

@@ -181,9 +181,6 @@ def test_corrupt_header_length_stops_reading(wal_dir: Path) -> None:
     wal.close()
 
 
-@pytest.mark.xfail(strict=True, reason="BUG: WriteAheadLog.read_from stops at a corrupt record only within its "
-                   "segment, then silently continues with the next segment, so the flusher's checkpoint moves "
-                   "past the unreadable records (a silent drop); it should stop at the first bad record")
 def test_crc_corruption_in_an_older_segment_stops_reading_entirely(wal_dir: Path) -> None:
     wal = WriteAheadLog(wal_dir, fsync=False, segment_bytes=100)
     payloads = [bytes([i]) * 40 for i in range(4)]  # segments 0 and 1, two records each
@@ -192,7 +189,10 @@ def test_crc_corruption_in_an_older_segment_stops_reading_entirely(wal_dir: Path
     data = bytearray(first.read_bytes())
     data[split_position(ends[0])[1] + HEADER.size] ^= 0xFF  # second record of segment 0
     first.write_bytes(bytes(data))
-    assert read_all(wal) == payloads[:1]
+    read: list[bytes] = []
+    with pytest.raises(StorageError, match="corrupt"):  # loud, never a silent skip into segment 1
+        read.extend(payload for payload, _ in wal.read_from(0))
+    assert read == payloads[:1]
     wal.close()
 
 

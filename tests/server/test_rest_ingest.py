@@ -78,10 +78,6 @@ def test_create_run_with_run_id(shared_server: LiveServer, form: str) -> None:
     assert shared_server.get(f"/v1/runs/{run_id}").json() == run
 
 
-@pytest.mark.xfail(strict=True, reason="BUG: the ingest routes normalise a UUID (or upper-case) run_id to 32 "
-                   "lower-case hex (routes/ingest._normalise_run_id) but GET /v1/runs/{run_id} and "
-                   "/v1/runs/{run_id}/steps look the raw path value up (routes/runs.py), so a run created with "
-                   "run_id=<uuid> is 404 when read back by that same uuid")
 def test_a_run_created_with_a_uuid_is_readable_by_that_uuid(shared_server: LiveServer) -> None:
     run_id = str(uuid.uuid4())
     create(shared_server, run_id=run_id)
@@ -214,10 +210,6 @@ def test_duplicate_span_id_is_409(shared_server: LiveServer) -> None:
     assert len(wait_steps(shared_server, run_id, 1)) == 1
 
 
-@pytest.mark.xfail(strict=True, reason="BUG: IngestPipeline.append_steps calls Sequencer.assign before checking "
-                   "for duplicates, so a batch refused with 409 still marks its other span_ids as seen and "
-                   "consumes their seqs: re-sending those never-stored steps is refused with 409 forever, and "
-                   "seqs get a gap (step_count counts steps that do not exist) (otlp_receiver/ingest.py)")
 def test_a_refused_batch_leaves_no_trace(shared_server: LiveServer) -> None:
     run_id = create(shared_server)["run_id"]
     dup, fresh = span_id(), span_id()
