@@ -87,8 +87,8 @@ def _settings(args: argparse.Namespace) -> Settings:
 
 def _create_key(args: argparse.Namespace) -> int:
     settings = _settings(args)
-    keys = KeyStore(RunIndex(settings.index_path))  # not a Runtime: never touch a running server's WAL
-    key, record = keys.create(tenant_id=args.tenant or settings.default_tenant,
+    runtime = Runtime(settings)
+    key, record = runtime.keys.create(tenant_id=args.tenant or settings.default_tenant,
                                       project_id=args.project or settings.default_project, role=args.role,
                                       name=args.name)
     print(f"{record.role} key for tenant {record.tenant_id} / project {record.project_id} (shown once):")
