@@ -189,6 +189,21 @@ class Redactor:
             return span, EMPTY_META
         return _Rewrite(self, is_upstream_redacted(span)).span(span)
 
+    def redact_payload(self, payload: Mapping[str, Any]) -> tuple[Mapping[str, Any], RedactionMeta]:
+        """Redact a JSON-compatible step payload (REST ingest); paths are rooted at ``$`` (``$.input…``).
+
+        Returns the same object and an empty meta when nothing matched.
+        """
+        parts: list[str] = []
+        if self.policy.batchable and not self._collect_map(payload, parts, 0) \
+                and not self.is_text_dirty("\n".join(parts)):
+            return payload, EMPTY_META
+        rewrite = _Rewrite(self, upstream=False)
+        new = rewrite.mapping(payload, "$", 0)
+        if not rewrite.paths:
+            return payload, EMPTY_META
+        return new, rewrite.meta()
+
     # -- fast path: is there anything at all? ------------------------------------------------------------
     def _may_need_redaction(self, span: Span) -> bool:
         """Cheap, conservative check: False only if nothing in the span can match any rule."""
@@ -326,8 +341,11 @@ class _Rewrite:
         if not self.paths:
             return span, EMPTY_META
         changed = {k: v for k, v in changes.items() if v is not getattr(span, k)}
-        meta = RedactionMeta(paths=tuple(dict.fromkeys(self.paths)), rules=tuple(self.hits.values()))
-        return dataclasses.replace(span, **changed), meta
+        return dataclasses.replace(span, **changed), self.meta()
+
+    def meta(self) -> RedactionMeta:
+        """What was redacted: distinct paths in order, distinct rules in firing order."""
+        return RedactionMeta(paths=tuple(dict.fromkeys(self.paths)), rules=tuple(self.hits.values()))
 
     def events(self, span: Span) -> Any:
         """Events with names and attributes redacted (the same tuple if unchanged)."""

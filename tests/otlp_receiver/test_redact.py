@@ -278,6 +278,29 @@ def test_attribute_paths_quote_odd_keys(redactor: Redactor) -> None:
     assert meta.paths == ("$.attributes['it\\'s']['a b']",)
 
 
+def test_redact_payload_roots_paths_at_the_payload(redactor: Redactor) -> None:
+    payload = {"input": {"messages": [{"role": "user", "content": "I am jane@example.com"}]},
+               "attributes": {"gen_ai.request.model": "m", "api_key": "k-1"}, "output": "fine"}
+    new, meta = redactor.redact_payload(payload)
+    assert meta.paths == ("$.input.messages[0].content", "$.attributes.api_key")
+    assert "jane@example.com" not in json.dumps(new) and new["output"] == "fine"
+    clean = {"input": "hello", "n": 1}
+    same, empty = redactor.redact_payload(clean)
+    assert same is clean and empty.is_empty()
+
+
+def test_anchored_custom_rules_still_apply() -> None:
+    policy = RedactionPolicy.from_config({"rules": [
+        {"rule_id": "value.order", "reason": "order id", "kind": "value", "pattern": r"^ORDER-\d+$"},
+        {"rule_id": "value.whole", "reason": "whole", "kind": "value", "pattern": r"\Acode-\d+\z"},
+        {"rule_id": "value.literal_backslash", "reason": "x", "kind": "value", "pattern": r"C:\\\\1x"}]})
+    redactor = Redactor(policy, fingerprint_key=KEY)
+    out, meta = redactor.redact_span(make_span({"a": "x", "b": "ORDER-123", "c": "code-9", "d": "see ORDER-1"}))
+    assert out.attributes["a"] == "x" and out.attributes["d"] == "see ORDER-1"
+    assert MARKER.fullmatch(out.attributes["b"]) and MARKER.fullmatch(out.attributes["c"])
+    assert not policy.batchable
+
+
 # --- markers and fingerprints ---------------------------------------------------------------------------
 def test_fingerprint_is_truncated_hmac_sha256() -> None:
     assert fingerprint(KEY, "secret") == hmac.new(KEY, b"secret", hashlib.sha256).hexdigest()[:16]
