@@ -1,0 +1,284 @@
+"""Normalization: a step as a profile sees it, and a digest of that.
+
+A :class:`Normalizer` turns one step into a plain, JSON-ready *content* dict under a
+:class:`~diff.profiles.Profile` (ids and times dropped, UUIDs and dates in text replaced by
+placeholders, redaction markers reduced to their fingerprint, ...), and :func:`digest_content`
+hashes it so equal steps are recognised without a deep comparison.
+
+The profile API (:data:`BUILTIN_PROFILES`, :func:`load_profiles`, :func:`get_profile`) lives in
+``diff.profiles`` and is re-exported here. Pure: no I/O, no deepdiff (only ``diff.compare``).
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from operator import attrgetter
+from typing import Any
+
+import orjson
+
+from diff.paths import DROP, IDLE, PathAutomaton
+from diff.profiles import (
+    BUILTIN_PROFILES,
+    Profile,
+    Substitution,
+    compile_ignore_path,
+    get_profile,
+    load_profiles,
+)
+from otlp_receiver.model import RedactionMeta, Step, StepDraft, StepType
+
+__all__ = [
+    "BUILTIN_PROFILES",
+    "Normalizer",
+    "Profile",
+    "Substitution",
+    "digest_content",
+    "get_profile",
+    "load_profiles",
+]
+
+_UUID = r"[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}"
+_ISO_DATE = r"\d{4}-\d{2}-\d{2}(?:[T ]\d{2}:\d{2}(?::\d{2}(?:[.,]\d+)?)?(?:Z|[+-]\d{2}(?::?\d{2})?)?)?"
+_PLACEHOLDER_RE = re.compile(f"(?P<uuid>{_UUID})|(?P<date>{_ISO_DATE})")
+# Every UUID and ISO date holds "-hhhh-" or "-dd-dd"; this literal-led pattern is ~10x faster to
+# search than the full one, so plain prose skips the expensive substitution.
+_PLACEHOLDER_HINT = re.compile(r"-(?:[0-9a-fA-F]{4}-|\d\d-\d\d)")
+_REDACTION_RE = re.compile(r"\[REDACTED:(?:[^\]]*:)?([0-9a-fA-F]{16})\]")
+_SHAPE_FIELDS = ("type", "name", "tool_name", "model_name")
+_STEP_FIELDS = (
+    "name", "status", "tool_name", "model_name", "provider", "agent_name", "error_type",
+    "error_message", "tokens_in", "tokens_out", "tokens_total", "tokens_cache_read",
+    "tokens_cache_write", "tokens_reasoning", "cost_usd", "trace_id", "span_id", "parent_span_id",
+    "tool_call_id", "decision_token", "start_ns", "end_ns",
+)  # fmt: skip
+
+
+# --- the normalizer ------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class _Parsed:
+    """A string that held JSON, parsed (``json_text``): walked like any other value."""
+
+    value: Any
+
+
+class Normalizer:
+    """A profile compiled for one diff, with caches (keys and strings repeat across both runs).
+
+    The walk has two speeds: while an ignore pattern may still match (``state`` not ``IDLE``) every
+    key is run through the path automaton; below that — almost all of a payload — only the key
+    filter and the text cache apply.
+    """
+
+    def __init__(self, profile: Profile) -> None:
+        """Compile ``profile``'s patterns.
+
+        Raises:
+            ConfigError: a pattern of the profile does not compile.
+        """
+        self.profile = profile
+        patterns = [compile_ignore_path(path, f"profiles.{profile.name}.ignore") for path in profile.ignore]
+        self._paths = PathAutomaton(patterns)
+        self._key_res = [re.compile(p) for p in profile.ignore_keys]
+        self._subs = [(re.compile(s.pattern), s.replacement) for s in profile.substitutions]
+        self._drop: dict[Any, bool] = {}
+        self._texts: dict[str, str | _Parsed] = {}
+        self._plain = _plain_walker(self._drop, self._is_dropped_key, self._texts, self._text)
+        fields = _SHAPE_FIELDS if profile.shape_only else tuple(_FIELDS)
+        self._plan = [
+            (name, _FIELDS[name][1], state)
+            for name in fields
+            if not self._is_dropped_key(name) and (state := self._paths.step(self._paths.start, name)) != DROP
+        ]
+        # One C-level call reads every field the plan needs (a tuple, even for a single field).
+        self._read = attrgetter(*(_FIELDS[name][0] for name, _, _ in self._plan), "seq")
+
+    def content(self, step: Step) -> dict[str, Any]:
+        """The step as the profile sees it: a JSON-ready dict (``type``, typed fields, ``payload``).
+
+        Fields the profile ignores entirely are never read; ``None`` fields are left out.
+        """
+        out = {}
+        texts = self._texts
+        for (name, convert, state), value in zip(self._plan, self._read(step), strict=False):
+            if convert is not None:
+                value = convert(value)
+            if value is None:
+                continue
+            kind = type(value)
+            if kind is str and state == IDLE:
+                text = texts.get(value) or self._text(value)
+                out[name] = text if type(text) is str else self._plain(text.value)  # type: ignore[union-attr]
+            elif kind is int or kind is float:
+                out[name] = value
+            else:
+                out[name] = self._walk(value, state)
+        return out
+
+    def _walk(self, value: Any, state: int) -> Any:
+        if state == IDLE:
+            return self._plain(value)
+        kind = type(value)
+        if kind is str:
+            text = self._text(value)
+            return text if type(text) is str else self._walk(text.value, state)  # type: ignore[union-attr]
+        if kind is dict or isinstance(value, Mapping):
+            return self._walk_dict(value, state)
+        if kind is list or kind is tuple:
+            moves = [(self._paths.step(state, i), item) for i, item in enumerate(value)]
+            return [self._walk(item, following) for following, item in moves if following != DROP]
+        return self._plain(value)
+
+    def _walk_dict(self, value: Mapping[Any, Any], state: int) -> dict[Any, Any]:
+        if state == IDLE:
+            return self._plain(value)  # type: ignore[no-any-return]
+        out = {}
+        for key, item in value.items():
+            if self._is_dropped_key(key):
+                continue
+            following = self._paths.step(state, key)
+            if following != DROP:
+                out[key] = self._plain(item) if following == IDLE else self._walk(item, following)
+        return out
+
+    def _is_dropped_key(self, key: Any) -> bool:
+        dropped = self._drop.get(key)
+        if dropped is None:
+            dropped = self._drop[key] = isinstance(key, str) and any(r.fullmatch(key) for r in self._key_res)
+        return dropped
+
+    def _text(self, text: str) -> str | _Parsed:
+        """Normalize one string (cached); a :class:`_Parsed` when ``json_text`` found JSON in it."""
+        original, profile = text, self.profile
+        if profile.redaction_by_fingerprint and "[REDACTED:" in text:
+            text = _REDACTION_RE.sub(r"[REDACTED:\1]", text)
+        if profile.placeholders and "-" in text and _PLACEHOLDER_HINT.search(text):
+            text = _PLACEHOLDER_RE.sub(_placeholder, text)
+        for regex, replacement in self._subs:
+            text = regex.sub(replacement, text)
+        result: str | _Parsed = text
+        if profile.json_text and text[:1] in ("[", "{") and (parsed := _parse_json(text)) is not None:
+            result = _Parsed(parsed)
+        else:
+            result = _fold(text, profile)
+        self._texts[original] = result
+        return result
+
+
+def _plain_walker(
+    drop: dict[Any, bool],
+    is_dropped_key: Callable[[Any], bool],
+    texts: dict[str, str | _Parsed],
+    normalize_text: Callable[[str], str | _Parsed],
+) -> Callable[[Any], Any]:
+    """The walk below the last ignore pattern: drops keys, normalizes text, copies the rest.
+
+    This is where a diff spends most of its time, so it is a closure (locals, not attribute
+    lookups) handling leaves inline: about twice as fast as the same walk written as methods.
+    """
+
+    def text(value: str) -> Any:
+        normalized = texts.get(value)
+        if normalized is None:
+            normalized = normalize_text(value)
+        return normalized if type(normalized) is str else plain(normalized.value)  # type: ignore[union-attr]
+
+    def plain(value: Any) -> Any:
+        kind = type(value)
+        if kind is dict or (kind is not str and isinstance(value, Mapping)):
+            out = {}
+            for key, item in value.items():
+                dropped = drop.get(key)
+                if dropped is None:
+                    dropped = is_dropped_key(key)
+                if dropped:
+                    continue
+                kind = type(item)
+                if kind is str:
+                    normalized = texts.get(item)
+                    out[key] = normalized if type(normalized) is str else text(item)
+                elif kind is int or kind is float or kind is bool or item is None:
+                    out[key] = item
+                else:
+                    out[key] = plain(item)
+            return out
+        if kind is list or kind is tuple:
+            return [plain(item) for item in value]
+        if kind is str:
+            return text(value)
+        return value.hex() if kind is bytes else value
+
+    return plain
+
+
+def _fold(text: str, profile: Profile) -> str:
+    if profile.ignore_whitespace:
+        text = " ".join(text.split())
+    return text.casefold() if profile.ignore_case else text
+
+
+_TYPE_NAMES = {kind: kind.value for kind in StepType}
+
+
+def _type_name(kind: StepType) -> str:
+    return _TYPE_NAMES.get(kind) or str(kind)
+
+
+def _duration(draft: StepDraft) -> int:
+    return draft.end_ns - draft.start_ns
+
+
+def _non_empty(payload: Mapping[str, Any]) -> Mapping[str, Any] | None:
+    return payload or None
+
+
+def _redaction(meta: RedactionMeta) -> dict[str, Any] | None:
+    if not meta.paths:
+        return None
+    return {"paths": list(meta.paths), "rules": [[rule.rule_id, rule.reason] for rule in meta.rules]}
+
+
+_FIELDS: dict[str, tuple[str, Callable[[Any], Any] | None]] = {
+    "type": ("draft.type", _type_name),
+    "step_id": ("step_id", None),
+    **{name: (f"draft.{name}", None) for name in _STEP_FIELDS},
+    "kind": ("draft.kind", int),
+    "duration_ns": ("draft", _duration),
+    "payload": ("draft.payload", _non_empty),
+    "redaction": ("draft.redaction_meta", _redaction),
+}
+"""Each field of a step's content: the attribute it is read from, and a conversion. ``seq``, the
+run's identity and the chain hashes are never compared: they differ by construction."""
+
+
+def digest_content(content: Mapping[str, Any]) -> int:
+    """A hash of the canonical JSON of ``content`` (sorted keys): equal digests ⇔ equal content."""
+    try:
+        data = orjson.dumps(content, option=orjson.OPT_SORT_KEYS, default=repr)
+    except orjson.JSONEncodeError:  # e.g. non-str keys or an int over 64 bits: a slower, total encoding
+        data = repr(_sorted_repr(content)).encode()
+    return hash(data)
+
+
+def _sorted_repr(value: Any) -> Any:
+    if isinstance(value, Mapping):
+        return sorted((repr(k), _sorted_repr(v)) for k, v in value.items())
+    if isinstance(value, list | tuple):
+        return [_sorted_repr(v) for v in value]
+    return repr(value)
+
+
+def _placeholder(match: re.Match[str]) -> str:
+    return "<uuid>" if match["uuid"] else "<datetime>"
+
+
+def _parse_json(text: str) -> Any:
+    try:
+        parsed = orjson.loads(text)
+    except orjson.JSONDecodeError:
+        return None
+    return parsed if isinstance(parsed, dict | list) else None
