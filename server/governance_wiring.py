@@ -1,0 +1,723 @@
+"""Governance in the running server: decisions, approvals, policies, kill switch, break-glass, binding.
+
+Builds on the pure core (``governance.*``) and its tables (``governance.store``). Holds what only a
+long-lived process has: the Ed25519 signing keys (a 0600 PEM file under the data dir), caches of each
+project's active policy and each tenant's kill switch (invalidated on change), the waiters of
+``GET /v1/approvals/{id}?wait=N``, a background recorder that appends decision/approval/violation steps
+to runs, and the job that expires overdue approvals.
+
+Steps are appended off the request path, in batches (one WAL append and fsync per batch, not per
+decision): the audit record, committed before the answer, is the record of truth. Before the receiver
+sequences any span, pending steps are flushed (see :meth:`Governance.bind`), so a decision always precedes
+the execution it governs in its run.
+
+Attribute names read from executed tool spans (see ``governance.binding``): ``traceward.decision_token``,
+``gen_ai.tool.call.arguments`` (else ``input.value`` when it is a JSON object), ``gen_ai.tool.name`` /
+``tool.name``, ``gen_ai.operation.name`` = ``execute_tool``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import hashlib
+import logging
+import os
+import secrets
+import threading
+import time
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import jwt
+import orjson
+
+from governance import store
+from governance.approvals import Approval, ApprovalContext, approve, create_approval, deny, expire, is_overdue
+from governance.binding import DECISION_TOKEN_ATTRIBUTE, TOOL_ARGUMENTS_ATTRIBUTE, VIOLATIONS, check_binding
+from governance.evaluate import Decision, DecisionRequest, evaluate
+from governance.policy import EXTERNAL_WRITE, Policy, is_gated, tool_config
+from governance.store import ApprovalRecord, AuditEntry
+from governance.tokens import MAX_TTL_S, SigningKeys, issue_token
+from otlp_receiver.chain import canonical_json
+from otlp_receiver.errors import AppError, ConflictError, InvalidInputError, NotFoundError
+from otlp_receiver.model import Span as OtelSpan
+from otlp_receiver.model import SpanId, StepDraft, StepType, TraceId
+from otlp_receiver.store.index import RunIndex
+from server.auth import Principal
+from server.settings import Settings
+
+logger = logging.getLogger(__name__)
+
+MAX_ARGS_BYTES = 64 * 1024
+MAX_TOOL_NAME_CHARS = 256
+MAX_TEXT_CHARS = 4000
+RECEIVER_ACTOR = "traceward.receiver"
+SYSTEM_ACTOR = "traceward.system"
+_HEX = frozenset("0123456789abcdef")
+_MISS: Any = object()
+
+RecordSteps = Callable[[str, str, Sequence[StepDraft]], object]
+"""(tenant_id, project_id, drafts) → append server-made steps to their runs (``IngestPipeline.ingest_drafts``)."""
+
+
+# ---------------------------------------------------------------- signing keys
+
+
+def load_signing_keys(path: Path) -> SigningKeys:
+    """Load the PEM key file, or create it (mode 0600, never overwritten) with a fresh Ed25519 key."""
+    try:
+        return SigningKeys.from_pem(path.read_bytes())
+    except FileNotFoundError:
+        pass
+    keys = SigningKeys.generate()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    except FileExistsError:  # another process created it first: use theirs
+        return SigningKeys.from_pem(path.read_bytes())
+    with os.fdopen(fd, "w") as handle:
+        handle.write(keys.to_pem())
+        handle.flush()
+        os.fsync(handle.fileno())
+    logger.info("created decision-token signing key %s in %s", keys.current_kid, path)
+    return keys
+
+
+# ---------------------------------------------------------------- steps off the request path
+
+
+class StepRecorder:
+    """Appends server-made steps to runs in batches, on its own thread (group commit)."""
+
+    def __init__(self, record: RecordSteps) -> None:
+        self._record = record
+        self._pending: list[tuple[str, str, StepDraft]] = []
+        self._lock = threading.Lock()
+        self._flush_lock = threading.Lock()
+        self._wake = threading.Event()
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+
+    def add(self, tenant_id: str, project_id: str, draft: StepDraft) -> None:
+        """Queue one step; it reaches the WAL within milliseconds."""
+        with self._lock:
+            self._pending.append((tenant_id, project_id, draft))
+        self._wake.set()
+
+    def flush(self) -> None:
+        """Append everything queued so far (waits for a flush already under way)."""
+        if not self._pending and not self._flush_lock.locked():
+            return
+        with self._flush_lock:
+            with self._lock:
+                batch, self._pending = self._pending, []
+            groups: dict[tuple[str, str], list[StepDraft]] = {}
+            for tenant_id, project_id, draft in batch:
+                groups.setdefault((tenant_id, project_id), []).append(draft)
+            for (tenant_id, project_id), drafts in groups.items():
+                try:
+                    self._record(tenant_id, project_id, drafts)
+                except AppError as exc:  # storage full or failing: keep the steps and retry
+                    logger.warning("could not record %d governance steps (%s); retrying", len(drafts), exc.code)
+                    with self._lock:
+                        self._pending[:0] = [(tenant_id, project_id, d) for d in drafts]
+
+    def start(self) -> None:
+        """Start the background thread."""
+        self._thread = threading.Thread(target=self._run, name="governance-steps", daemon=True)
+        self._thread.start()
+
+    def stop(self) -> None:
+        """Stop the thread after a last flush."""
+        self._stop.set()
+        self._wake.set()
+        if self._thread is not None:
+            self._thread.join(timeout=10)
+        self.flush()
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            self._wake.wait(1.0)
+            self._wake.clear()
+            try:
+                self.flush()
+            except Exception:  # a background loop: log and keep going
+                logger.exception("governance step recorder failed")
+                time.sleep(0.5)
+
+
+# ---------------------------------------------------------------- long-poll waiters
+
+
+class ApprovalWaiters:
+    """Wakes ``GET /v1/approvals/{id}?wait=N`` handlers (asyncio) when a thread decides an approval."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._waiters: dict[str, set[tuple[asyncio.AbstractEventLoop, asyncio.Event]]] = {}
+
+    def register(self, approval_id: str) -> tuple[asyncio.AbstractEventLoop, asyncio.Event]:
+        """A waiter for the calling event loop (call from a coroutine)."""
+        waiter = (asyncio.get_running_loop(), asyncio.Event())
+        with self._lock:
+            self._waiters.setdefault(approval_id, set()).add(waiter)
+        return waiter
+
+    def unregister(self, approval_id: str, waiter: tuple[asyncio.AbstractEventLoop, asyncio.Event]) -> None:
+        """Forget a waiter."""
+        with self._lock:
+            waiters = self._waiters.get(approval_id)
+            if waiters is not None:
+                waiters.discard(waiter)
+                if not waiters:
+                    del self._waiters[approval_id]
+
+    def notify(self, approval_id: str) -> None:
+        """Wake every waiter of an approval (thread-safe)."""
+        with self._lock:
+            waiters = list(self._waiters.get(approval_id, ()))
+        for loop, event in waiters:
+            with contextlib.suppress(RuntimeError):  # the loop closed while we were deciding
+                loop.call_soon_threadsafe(event.set)
+
+
+# ---------------------------------------------------------------- the service
+
+
+@dataclass(frozen=True, slots=True)
+class GovernanceConfig:
+    """The settings governance needs (from ``server.settings.Settings``)."""
+
+    approval_timeout_s: float = 300.0
+    token_ttl_s: int = 300
+    global_kill_switch: bool = False
+    expiry_interval_s: float = 1.0
+    prune_interval_s: float = 3600.0
+
+
+@dataclass(frozen=True, slots=True)
+class ActivePolicy:
+    """A project's active policy, parsed, with its stored identity."""
+
+    policy: Policy
+    version: int
+    policy_id: str
+
+
+@dataclass(frozen=True, slots=True)
+class DecisionOutcome:
+    """What ``POST /v1/decisions`` answers."""
+
+    decision: Decision
+    policy_version: int | None
+    approval: Approval | None = None
+    token: str | None = None
+    token_id: str | None = None
+    expires_ns: int | None = None
+
+
+class Governance:
+    """Decisions, approvals, policies, kill switch, break-glass and the ingest binding hook."""
+
+    def __init__(self, index: RunIndex, keys: SigningKeys, record: RecordSteps,
+                 config: GovernanceConfig | None = None) -> None:
+        self.index, self.keys, self.config = index, keys, config or GovernanceConfig()
+        self.recorder = StepRecorder(record)
+        self.waiters = ApprovalWaiters()
+        self._cache_lock = threading.Lock()
+        self._generation = 0
+        self._policies: dict[tuple[str, str], ActivePolicy | None] = {}
+        self._kill_switches: dict[str, bool] = {}
+        self._stop = threading.Event()
+        self._jobs: threading.Thread | None = None
+
+    # -- lifecycle --------------------------------------------------------------------------------------------
+
+    def start(self) -> None:
+        """Start the step recorder and the approvals expiry job."""
+        self.recorder.start()
+        self._jobs = threading.Thread(target=self._run_jobs, name="governance-jobs", daemon=True)
+        self._jobs.start()
+
+    def stop(self) -> None:
+        """Stop the jobs and record the last steps (call before the flusher stops)."""
+        self._stop.set()
+        if self._jobs is not None:
+            self._jobs.join(timeout=10)
+        self.recorder.stop()
+
+    def _run_jobs(self) -> None:
+        last_prune = time.monotonic()
+        while not self._stop.wait(self.config.expiry_interval_s):
+            try:
+                self.expire_overdue()
+                if time.monotonic() - last_prune >= self.config.prune_interval_s:
+                    last_prune = time.monotonic()
+                    store.prune_binding_state(self.index, before_ns=time.time_ns() - (MAX_TTL_S + 3600) * 10**9)
+            except Exception:  # a background loop: log and keep going
+                logger.exception("governance job failed")
+
+    # -- caches -----------------------------------------------------------------------------------------------
+
+    def active_policy(self, tenant_id: str, project_id: str) -> ActivePolicy | None:
+        """The project's active policy (cached until the next activation)."""
+        key = (tenant_id, project_id)
+        hit = self._policies.get(key, _MISS)
+        if hit is not _MISS:
+            return hit  # type: ignore[no-any-return]
+        generation = self._generation
+        record = store.active_policy(self.index, tenant_id, project_id)
+        value = ActivePolicy(record.to_policy(), record.version, record.policy_id) if record else None
+        with self._cache_lock:
+            if generation == self._generation:  # no activation raced with this load
+                self._policies[key] = value
+        return value
+
+    def kill_switch_on(self, tenant_id: str) -> bool:
+        """Whether external writes are stopped for this tenant (its switch, or the global one)."""
+        if self.config.global_kill_switch:
+            return True
+        hit = self._kill_switches.get(tenant_id)
+        if hit is not None:
+            return hit
+        generation = self._generation
+        enabled = store.get_kill_switch(self.index, tenant_id).enabled
+        with self._cache_lock:
+            if generation == self._generation:
+                self._kill_switches[tenant_id] = enabled
+        return enabled
+
+    def _invalidate(self) -> None:
+        with self._cache_lock:
+            self._generation += 1
+            self._policies.clear()
+            self._kill_switches.clear()
+
+    def kill_switch_blocks(self, tenant_id: str, project_id: str, tool: str, claimed_class: str | None) -> bool:
+        """Whether the kill switch denies this tool now (external writes, or tools of unknown class)."""
+        if not self.kill_switch_on(tenant_id):
+            return False
+        active = self.active_policy(tenant_id, project_id)
+        action_class = (tool_config(active.policy, tool).action_class if active else None) or claimed_class
+        return action_class in (None, EXTERNAL_WRITE)
+
+    # -- policies and kill switch -----------------------------------------------------------------------------
+
+    def create_policy(self, principal: Principal, policy: Policy, *, source: str,
+                      content_type: str) -> store.PolicyRecord:
+        """Store a new (inactive) version of the principal's project policy."""
+        return store.create_policy(self.index, tenant_id=principal.tenant_id, project_id=principal.project_id,
+                                   policy=policy, source=source, content_type=content_type,
+                                   actor=principal.key_id)
+
+    def activate_policy(self, principal: Principal, policy_id: str) -> store.PolicyRecord:
+        """Activate a version; the next decision uses it."""
+        record = store.activate_policy(self.index, tenant_id=principal.tenant_id,
+                                       project_id=principal.project_id, policy_id=policy_id,
+                                       actor=principal.key_id)
+        self._invalidate()
+        return record
+
+    def set_kill_switch(self, principal: Principal, *, enabled: bool, reason: str | None) -> store.KillSwitch:
+        """Flip the principal's tenant kill switch (audited)."""
+        state = store.set_kill_switch(self.index, principal.tenant_id, enabled=enabled, reason=reason,
+                                      actor=principal.key_id)
+        self._invalidate()
+        return state
+
+    # -- decisions --------------------------------------------------------------------------------------------
+
+    def decide(self, principal: Principal, request: DecisionRequest, *, trace_id: str, span_id: str,
+               context: ApprovalContext) -> DecisionOutcome:
+        """Evaluate a tool call; allow → a signed token, require_approval → a pending approval."""
+        check_ids(trace_id, span_id)
+        check_tool_name(request.tool_name)
+        digest = args_digest(request.args)
+        tenant, project = principal.tenant_id, principal.project_id
+        active = self.active_policy(tenant, project)
+        kill = self.kill_switch_on(tenant)
+        decision = evaluate(active.policy if active else None, request, kill_switch=kill)
+        version = active.version if active else None
+        now_ns = time.time_ns()
+        outcome = DecisionOutcome(decision, version)
+        if decision.decision == "allow":
+            token_id, token, expires_ns = self._issue(
+                tenant, project, request.tool_name, digest, trace_id, span_id, now_ns, decision="allow",
+                approval_id=None, policy_version=version)
+            outcome = DecisionOutcome(decision, version, token=token, token_id=token_id, expires_ns=expires_ns)
+        elif decision.decision == "require_approval":
+            approval = create_approval(
+                tenant=tenant, project=project, request=request, trace_id=trace_id, span_id=span_id,
+                requested_by=principal.key_id, now_ns=now_ns, context=context, decision=decision,
+                policy_version=version, timeout_s=self.config.approval_timeout_s)
+            outcome = DecisionOutcome(decision, version, approval=approval, expires_ns=approval.expires_ns)
+        details = {"tool": request.tool_name, "decision": decision.decision, "reason_code": decision.reason_code,
+                   "rule_id": decision.rule_id, "policy_version": version, "trace_id": trace_id,
+                   "span_id": span_id, "args_sha256": digest, "token_id": outcome.token_id,
+                   "approval_id": outcome.approval.id if outcome.approval else None, "kill_switch": kill}
+        store.record_decision(self.index, tenant, approval=outcome.approval,
+                              audit=AuditEntry(principal.key_id, "policy.decision", trace_id, details))
+        payload = {**details, "tool_name": request.tool_name, "args": dict(request.args), "agent": request.agent,
+                   "environment": request.environment, "context": context.to_dict() or None,
+                   "policy_id": active.policy_id if active else None}
+        del payload["tool"]
+        self.recorder.add(tenant, project, _step(trace_id, secrets.token_hex(8), span_id, StepType.POLICY,
+                                                 f"decision {request.tool_name}", now_ns, payload,
+                                                 tool=request.tool_name, agent=request.agent))
+        return outcome
+
+    def break_glass(self, principal: Principal, request: DecisionRequest, *, trace_id: str, span_id: str,
+                    justification: str, ttl_s: int | None) -> DecisionOutcome:
+        """An admin's token without policy or approval: audited and marked in the run.
+
+        Raises:
+            InvalidInputError: missing justification or bad ids/args.
+            ConflictError: the kill switch stops this tool (turn it off first; that is audited too).
+        """
+        check_ids(trace_id, span_id)
+        check_tool_name(request.tool_name)
+        if not justification.strip() or len(justification) > MAX_TEXT_CHARS:
+            raise InvalidInputError("a justification is required (at most 4000 characters)",
+                                    details={"justification": "required"})
+        ttl = ttl_s or self.config.token_ttl_s
+        if not 0 < ttl <= MAX_TTL_S:
+            raise InvalidInputError(f"ttl_s must be in (0, {MAX_TTL_S}]", details={"ttl_s": "out of range"})
+        digest = args_digest(request.args)
+        tenant, project = principal.tenant_id, principal.project_id
+        if self.kill_switch_blocks(tenant, project, request.tool_name, request.action_class):
+            raise ConflictError("the kill switch is on for this tool; turn it off first",
+                                details={"kill_switch": "on"})
+        now_ns = time.time_ns()
+        token_id, token, expires_ns = self._issue(tenant, project, request.tool_name, digest, trace_id, span_id,
+                                                  now_ns, decision="allow", approval_id=None,
+                                                  policy_version=None, break_glass=True, ttl_s=ttl)
+        details = {"tool": request.tool_name, "trace_id": trace_id, "span_id": span_id, "args_sha256": digest,
+                   "token_id": token_id, "justification": justification, "break_glass": True}
+        store.record_decision(self.index, tenant,
+                              audit=AuditEntry(principal.key_id, "break_glass.issue", trace_id, details))
+        payload = {**details, "decision": "allow", "reason_code": "break_glass", "args": dict(request.args),
+                   "issued_by": principal.key_id}
+        self.recorder.add(tenant, project, _step(trace_id, secrets.token_hex(8), span_id, StepType.POLICY,
+                                                 f"BREAK-GLASS {request.tool_name}", now_ns, payload,
+                                                 tool=request.tool_name))
+        return DecisionOutcome(Decision("allow", "break_glass"), None, token=token, token_id=token_id,
+                               expires_ns=expires_ns)
+
+    def _issue(self, tenant: str, project: str, tool: str, digest: str, trace_id: str, span_id: str,
+               now_ns: int, *, decision: str, approval_id: str | None, policy_version: int | None,
+               break_glass: bool = False, ttl_s: int | None = None) -> tuple[str, str, int]:
+        jti = secrets.token_urlsafe(16)
+        ttl = ttl_s or self.config.token_ttl_s
+        token = issue_token(self.keys, tenant=tenant, project=project, tool=tool, args_sha256=digest,
+                            trace_id=trace_id, span_id=span_id, decision=decision, approval_id=approval_id,
+                            policy_version=policy_version, break_glass=break_glass, ttl_s=ttl,
+                            now=now_ns / 1e9, jti=jti)
+        return jti, token, (now_ns // 10**9 + ttl) * 10**9
+
+    # -- approvals --------------------------------------------------------------------------------------------
+
+    def get_approval(self, principal: Principal, approval_id: str) -> ApprovalRecord:
+        """One approval the principal may see (expired first if overdue).
+
+        People (``read``) see their whole tenant; an ingest key (``decide``) sees only its own project's,
+        so an agent can long-poll the approvals it asked for. Anything else is not found.
+        """
+        record = store.get_approval(self.index, principal.tenant_id, approval_id)
+        if record is None or not _visible(principal, record.approval):
+            raise NotFoundError(f"approval {approval_id} not found")
+        if is_overdue(record.approval, time.time_ns()):
+            return self._expire(record.approval.tenant, approval_id) or self.get_approval(principal, approval_id)
+        return record
+
+    async def wait_for_approval(self, principal: Principal, approval_id: str, wait_s: float) -> ApprovalRecord:
+        """The approval once decided, or as it is after ``wait_s`` seconds (no thread held while waiting)."""
+        deadline = time.monotonic() + wait_s
+        waiter = self.waiters.register(approval_id)
+        try:
+            while True:
+                record = await asyncio.to_thread(self.get_approval, principal, approval_id)
+                remaining = deadline - time.monotonic()
+                if record.approval.status != "pending" or remaining <= 0:
+                    return record
+                until_expiry = (record.approval.expires_ns - time.time_ns()) / 1e9 + 0.01
+                # Re-read at least every 5 s: another process (or a missed wake-up) may have decided it.
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(waiter[1].wait(), timeout=max(0.0, min(remaining, until_expiry, 5.0)))
+                waiter[1].clear()
+        finally:
+            self.waiters.unregister(approval_id, waiter)
+
+    def list_approvals(self, principal: Principal, filters: store.ApprovalFilters, *, limit: int,
+                       cursor: str | None) -> tuple[list[ApprovalRecord], str | None]:
+        """A page of the tenant's approvals (overdue ones are shown as expired)."""
+        records, next_cursor = store.list_approvals(self.index, principal.tenant_id, filters, limit=limit,
+                                                    cursor=cursor)
+        now = time.time_ns()
+        return [_as_of(r, now) for r in records], next_cursor
+
+    def approve(self, principal: Principal, approval_id: str, *, edited_args: Mapping[str, Any] | None,
+                reason: str | None) -> ApprovalRecord:
+        """Approve (optionally with edited args that must still pass the policy) and issue the token once."""
+        if edited_args is not None:
+            args_digest(edited_args, field="args")
+        check_reason(reason)
+        self.get_approval(principal, approval_id)  # 404 for others; expires it if overdue
+        now_ns = time.time_ns()
+
+        def transition(current: ApprovalRecord) -> ApprovalRecord:
+            a = current.approval
+            if self.kill_switch_blocks(a.tenant, a.project, a.tool, a.action_class):
+                raise ConflictError("the kill switch is on for this tool: it can only be denied",
+                                    details={"kill_switch": "on"})
+            active = self.active_policy(a.tenant, a.project)
+            done = approve(a, approver=principal.key_id, now_ns=now_ns, edited_args=edited_args,
+                           policy=active.policy if active else None, reason=reason)
+            token_id, token, _ = self._issue(a.tenant, a.project, a.tool, args_digest(done.approved_args),
+                                             a.trace_id, a.span_id, now_ns, decision="approved",
+                                             approval_id=a.id, policy_version=a.policy_version)
+            return ApprovalRecord(done, token, token_id)
+
+        return self._decide_approval(principal.tenant_id, approval_id, transition, principal.key_id,
+                                     "approval.approve")
+
+    def deny(self, principal: Principal, approval_id: str, *, reason: str | None) -> ApprovalRecord:
+        """Deny; the reason is kept as feedback for the agent."""
+        check_reason(reason)
+        self.get_approval(principal, approval_id)
+        now_ns = time.time_ns()
+
+        def transition(current: ApprovalRecord) -> ApprovalRecord:
+            return ApprovalRecord(deny(current.approval, approver=principal.key_id, now_ns=now_ns, reason=reason))
+
+        return self._decide_approval(principal.tenant_id, approval_id, transition, principal.key_id,
+                                     "approval.deny")
+
+    def expire_overdue(self) -> int:
+        """Expire every overdue pending approval (the background job); returns how many."""
+        overdue = store.overdue_approvals(self.index, time.time_ns())
+        return sum(self._expire(tenant, approval_id) is not None for tenant, approval_id in overdue)
+
+    def _expire(self, tenant_id: str, approval_id: str) -> ApprovalRecord | None:
+        now_ns = time.time_ns()
+
+        def transition(current: ApprovalRecord) -> ApprovalRecord:
+            expired = expire(current.approval, now_ns=now_ns)
+            if expired.status != "expired":
+                raise ConflictError(f"approval {approval_id} is not overdue")
+            return ApprovalRecord(expired)
+
+        try:
+            return self._decide_approval(tenant_id, approval_id, transition, SYSTEM_ACTOR, "approval.expire")
+        except ConflictError:  # decided or expired by someone else meanwhile
+            return None
+
+    def _decide_approval(self, tenant_id: str, approval_id: str, transition: store.Transition, actor: str,
+                         action: str) -> ApprovalRecord:
+        def audit(record: ApprovalRecord) -> AuditEntry:
+            a = record.approval
+            return AuditEntry(actor, action, approval_id, {
+                "status": a.status, "tool": a.tool, "trace_id": a.trace_id, "reason": a.reason,
+                "edited": a.edited_args is not None, "token_id": record.token_id,
+                "args_sha256": args_digest(a.approved_args) if a.status == "approved" else None})
+
+        record = store.update_approval(self.index, tenant_id, approval_id, transition, audit=audit)
+        self.recorder.add(record.approval.tenant, record.approval.project, _approval_step(record))
+        self.waiters.notify(approval_id)
+        return record
+
+    # -- binding (the ingest hook) ----------------------------------------------------------------------------
+
+    def bind(self, tenant_id: str, project_id: str, span: OtelSpan) -> tuple[str | None, str | None]:
+        """``IngestPipeline``'s ``bind=`` hook: (binding, decision_token_id) of one raw (pre-redaction) span.
+
+        (None, None) for spans that are not tool executions, ``ungated`` for tools the active policy does
+        not gate; otherwise ``governance.binding.check_binding`` decides, exactly once per span.
+        """
+        self.recorder.flush()  # decisions and approvals reach the run before the executions they govern
+        tool = executed_tool(span)
+        if tool is None:
+            return None, None
+        try:
+            return self._bind_tool(tenant_id, project_id, span, tool)
+        except AppError:
+            raise  # storage trouble: the export is retried
+        except Exception:  # never lose spans to a governance bug; flag the step instead
+            logger.exception("binding check failed for a %r span; marking it invalid", tool)
+            return "invalid", None
+
+    def _bind_tool(self, tenant_id: str, project_id: str, span: OtelSpan, tool: str) -> tuple[str | None, str | None]:
+        active = self.active_policy(tenant_id, project_id)
+        if active is None or not is_gated(active.policy, tool):
+            return "ungated", None
+        token = span.attributes.get(DECISION_TOKEN_ATTRIBUTE)
+        token = token if isinstance(token, str) and token else None
+        recorded = recorded_args(span.attributes)
+        trace_id = execution_trace_id(span, token)
+
+        def check(seen_jti: store.SeenJti) -> tuple[str, str | None]:
+            binding, claims = check_binding(token=token, keys=self.keys, tenant=tenant_id, tool_name=tool,
+                                            trace_id=trace_id, recorded_args=recorded, seen_jti=seen_jti,
+                                            now_ns=span.start_ns, gated=True)
+            if claims is not None and claims.project != project_id:
+                binding = "invalid"
+            return binding, claims.jti if claims else None
+
+        def audit(binding: str, jti: str | None) -> AuditEntry | None:
+            if binding not in VIOLATIONS:
+                return None
+            return AuditEntry(RECEIVER_ACTOR, "binding.violation", f"{span.trace_id}/{span.span_id}", {
+                "binding": binding, "tool": tool, "trace_id": span.trace_id, "span_id": span.span_id,
+                "token_id": jti, "project_id": project_id, "policy_version": active.version})
+
+        record = store.record_binding(self.index, tenant_id=tenant_id, trace_id=span.trace_id,
+                                      span_id=span.span_id, check=check, audit=audit)
+        if record.first and record.binding in VIOLATIONS:
+            self.recorder.add(tenant_id, project_id, _violation_step(span, tool, record))
+        return record.binding, record.jti
+
+
+# ---------------------------------------------------------------- validation helpers
+
+
+def check_ids(trace_id: str, span_id: str) -> None:
+    """trace_id: 32 and span_id: 16 lower-case hex characters, not all zero (W3C trace context)."""
+    for name, value, size in (("trace_id", trace_id, 32), ("span_id", span_id, 16)):
+        if len(value) != size or not set(value) <= _HEX or not value.strip("0"):
+            raise InvalidInputError(f"{name} must be {size} lower-case hex characters, not all zero",
+                                    details={name: "invalid"})
+
+
+def check_tool_name(tool_name: str) -> None:
+    """A tool name of 1 to 256 characters."""
+    if not tool_name or len(tool_name) > MAX_TOOL_NAME_CHARS:
+        raise InvalidInputError("tool_name must have 1 to 256 characters", details={"tool_name": "invalid"})
+
+
+def check_reason(reason: str | None) -> None:
+    """An optional free-text reason of at most 4000 characters."""
+    if reason is not None and len(reason) > MAX_TEXT_CHARS:
+        raise InvalidInputError("reason: at most 4000 characters", details={"reason": "too long"})
+
+
+def args_digest(args: Mapping[str, Any], *, field: str = "args") -> str:
+    """sha256 hex of the canonical JSON of tool arguments (what tokens bind), at most 64 KiB of it.
+
+    Raises:
+        InvalidInputError: over 64 KiB canonical, or not canonicalisable (e.g. integers beyond 64 bits).
+    """
+    try:
+        encoded = canonical_json(args)
+    except (TypeError, ValueError, RecursionError) as exc:
+        raise InvalidInputError(f"{field}: cannot be canonicalised ({exc})", details={field: "invalid"}) from exc
+    if len(encoded) > MAX_ARGS_BYTES:
+        raise InvalidInputError(f"{field}: {len(encoded)} bytes of canonical JSON, over the {MAX_ARGS_BYTES}-byte "
+                                "limit", details={field: "too large"})
+    return hashlib.sha256(encoded).hexdigest()
+
+
+def _visible(principal: Principal, approval: Approval) -> bool:
+    return principal.can("read") or approval.project == principal.project_id
+
+
+def _as_of(record: ApprovalRecord, now_ns: int) -> ApprovalRecord:
+    return ApprovalRecord(expire(record.approval, now_ns=now_ns), record.token, record.token_id)
+
+
+# ---------------------------------------------------------------- tool spans
+
+
+def executed_tool(span: OtelSpan) -> str | None:
+    """The tool a span executes: ``gen_ai.tool.name`` / ``tool.name``, or the name of an execute_tool span."""
+    attrs = span.attributes
+    for key in ("gen_ai.tool.name", "tool.name"):
+        name = attrs.get(key)
+        if isinstance(name, str) and name:
+            return name
+    if attrs.get("gen_ai.operation.name") == "execute_tool":
+        _, _, name = span.name.partition(" ")
+        return name.strip() or None
+    return None
+
+
+def recorded_args(attrs: Mapping[str, Any]) -> Mapping[str, Any] | None:
+    """The executed arguments, or None when the span did not record them.
+
+    ``gen_ai.tool.call.arguments`` that is not a JSON object cannot match any token (args_mismatch);
+    ``input.value`` counts only when it is a JSON object (OpenInference also puts plain text there).
+    """
+    raw = attrs.get(TOOL_ARGUMENTS_ATTRIBUTE)
+    if raw is not None:
+        parsed = _json_object(raw)
+        return parsed if parsed is not None else {"(unparsable arguments)": str(raw)[:200]}
+    raw = attrs.get("input.value")
+    return _json_object(raw) if raw is not None else None
+
+
+def _json_object(raw: Any) -> Mapping[str, Any] | None:
+    if isinstance(raw, Mapping):
+        return raw
+    if isinstance(raw, str | bytes):
+        try:
+            value = orjson.loads(raw)
+        except orjson.JSONDecodeError:
+            return None
+        return value if isinstance(value, dict) else None
+    return None
+
+
+def execution_trace_id(span: OtelSpan, token: str | None) -> str:
+    """The span's trace, or the token's when the span links to it (a run resumed in a new trace)."""
+    if token is None or not span.links:
+        return span.trace_id
+    try:
+        claimed = jwt.decode(token, options={"verify_signature": False}).get("trace_id")
+    except jwt.PyJWTError:
+        return span.trace_id
+    return claimed if any(link.trace_id == claimed for link in span.links) else span.trace_id
+
+
+# ---------------------------------------------------------------- server-made steps
+
+
+def _step(trace_id: str, span_id: str, parent: str | None, step_type: StepType, name: str, ts_ns: int,
+          payload: Mapping[str, Any], *, status: str = "ok", tool: str | None = None, agent: str | None = None,
+          error: tuple[str, str] | None = None) -> StepDraft:
+    return StepDraft(trace_id=TraceId(trace_id), span_id=SpanId(span_id),
+                     parent_span_id=SpanId(parent) if parent else None, type=step_type, name=name,
+                     start_ns=ts_ns, end_ns=ts_ns, status=status, tool_name=tool, agent_name=agent,
+                     error_type=error[0] if error else None, error_message=error[1] if error else None,
+                     payload={k: v for k, v in payload.items() if v is not None})
+
+
+def _derived_span_id(*parts: str) -> str:
+    """A stable span id for a server-made step, so re-recording it is deduplicated by the receiver."""
+    return hashlib.sha256("/".join(parts).encode()).hexdigest()[:16]
+
+
+def _approval_step(record: ApprovalRecord) -> StepDraft:
+    a = record.approval
+    payload = {"approval_id": a.id, "status": a.status, "tool_name": a.tool, "decided_by": a.decided_by,
+               "reason": a.reason, "args": dict(a.approved_args), "edited": a.edited_args is not None,
+               "token_id": record.token_id, "policy_version": a.policy_version, "requested_by": a.requested_by}
+    return _step(a.trace_id, _derived_span_id("approval", a.id, a.status), a.span_id, StepType.APPROVAL,
+                 f"approval {a.status} {a.tool}", a.decided_ns or time.time_ns(), payload, tool=a.tool,
+                 agent=a.agent)
+
+
+def _violation_step(span: OtelSpan, tool: str, record: store.BindingRecord) -> StepDraft:
+    payload = {"binding": record.binding, "tool_name": tool, "executed_span_id": span.span_id,
+               "token_id": record.jti, "finding": "policy_violation"}
+    return _step(span.trace_id, _derived_span_id("binding", span.trace_id, span.span_id), span.span_id,
+                 StepType.POLICY, f"binding {record.binding}", span.start_ns, payload, status="error", tool=tool,
+                 error=("binding_violation", f"tool {tool!r} executed with binding {record.binding}"))
+
+
+def governance_from_settings(settings: Settings, index: RunIndex, record: RecordSteps) -> Governance:
+    """Load (or create) the signing keys and build the service from the server's settings."""
+    config = GovernanceConfig(approval_timeout_s=settings.approval_timeout_s,
+                              token_ttl_s=settings.decision_token_ttl_s,
+                              global_kill_switch=settings.kill_switch_external_write)
+    return Governance(index, load_signing_keys(settings.signing_key_file), record, config)
