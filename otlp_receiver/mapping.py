@@ -199,8 +199,16 @@ def first_resource(spans: Sequence[Span], keys: Sequence[str]) -> str | None:
     return None
 
 
+_PARENT_IS_REMOTE = 0x100 | 0x200  # SPAN_FLAGS_CONTEXT_HAS_IS_REMOTE_MASK | SPAN_FLAGS_CONTEXT_IS_REMOTE_MASK
+
+
+def is_root(span: Span) -> bool:
+    """A run's root: no parent, or a parent in another process that does not export to us (§6.4)."""
+    return span.parent_span_id is None or (span.flags & _PARENT_IS_REMOTE) == _PARENT_IS_REMOTE
+
+
 def _find_root(spans: Sequence[Span]) -> Span | None:
-    return next((span for span in spans if span.parent_span_id is None), None)
+    return next((span for span in spans if is_root(span)), None)
 
 
 def _first_agent(spans: Sequence[Span]) -> str | None:
@@ -230,7 +238,7 @@ def summarize_run(spans: Sequence[Span]) -> RunSummary:
 
 
 def _root_first(span: Span) -> tuple[bool, int, str]:
-    return span.parent_span_id is not None, span.start_ns, span.span_id
+    return not is_root(span), span.start_ns, span.span_id
 
 
 def summarize_runs(spans: Sequence[Span]) -> dict[str, RunSummary]:

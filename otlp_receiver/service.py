@@ -133,7 +133,10 @@ def _abort(context: grpc.ServicerContext, exc: AppError) -> None:
         retry = error_details_pb2.RetryInfo(retry_delay=duration_pb2.Duration(
             seconds=int(exc.retry_after_s), nanos=int((exc.retry_after_s % 1) * 1e9)))
         status.details.add().Pack(retry)
-    context.set_trailing_metadata((("grpc-status-details-bin", status.SerializeToString()),))
+    trailers: list[tuple[str, bytes]] = [("grpc-status-details-bin", status.SerializeToString())]
+    if isinstance(exc, OverloadedError):  # opentelemetry-exporter-otlp-proto-grpc reads this key
+        trailers.append(("google.rpc.retryinfo-bin", retry.SerializeToString()))
+    context.set_trailing_metadata(tuple(trailers))
     context.abort(code, exc.message)
 
 

@@ -149,6 +149,16 @@ class WriteAheadLog:
                 removed += 1
         return removed
 
+    def bytes_after(self, position: int) -> int:
+        """Bytes of records after ``position`` (what the flusher has yet to move)."""
+        segment, offset = split_position(position)
+        total = 0
+        for seg in self._segments_from(segment):
+            path = self._path(seg)
+            size = path.stat().st_size if path.exists() else 0
+            total += max(0, size - offset) if seg == segment else size
+        return total
+
     def size_bytes(self) -> int:
         """Bytes currently held in all segments."""
         return sum(self._path(s).stat().st_size for s in self._segment_numbers() if self._path(s).exists())

@@ -24,9 +24,9 @@ from otlp_receiver.store.keys import KeyRecord, KeyStore
 from otlp_receiver.store.steps import StepTable
 from otlp_receiver.wal import WriteAheadLog
 from server.auth import Authenticator, jwt_verifier
+from server.governance_wiring import governance_from_settings
 from server.ratelimit import RateLimiter, limited_ingest_identity
 from server.retention import RetentionJob
-from server.governance_wiring import governance_from_settings
 from server.settings import Settings
 
 logger = logging.getLogger(__name__)
@@ -87,7 +87,7 @@ class Runtime:
 
     def ingest_spans(self, identity: IngestIdentity, spans: Sequence[Span]) -> IngestResult:
         """The OTLP sink: shed load when the flusher is far behind, else make spans durable."""
-        if self.wal.size_bytes() > self.settings.wal_max_bytes:
+        if self.wal.bytes_after(self.flusher.checkpoint()) > self.settings.wal_max_bytes:
             raise OverloadedError("ingest backlog is full; retry later", retry_after_s=2.0)
         result = self.pipeline.ingest_spans(identity.tenant_id, identity.project_id, spans)
         self.spans_accepted += result.accepted

@@ -1,19 +1,17 @@
-"""Shared fixtures: a seeded random, and real Traceward servers on loopback ports."""
+"""Shared fixtures: real Traceward servers on loopback ports.
+
+No autouse ``random.seed``: the OTel SDK's id generator draws from ``random``, and a global seed
+made every test emit the same trace ids. Tests that need determinism use their own Random(seed).
+"""
 
 from __future__ import annotations
 
-import random
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
 from tests.live import LiveServer
-
-
-@pytest.fixture(autouse=True)
-def _seeded_random() -> None:
-    random.seed(1234)
 
 
 @pytest.fixture

@@ -107,8 +107,9 @@ def _merge_summary(row: dict[str, Any], s: dict[str, Any]) -> None:
         row["last_end_ns"] = max(row.get("last_end_ns") or 0, s["last_end_ns"])
     if s.get("root_span_id"):
         row["root_span_id"] = s["root_span_id"]
-        if s.get("name"):
-            row["name"] = s["name"]  # the root's name beats names guessed from other spans
+        for name in _MERGE_FIRST:  # what the root's batch says beats values guessed from other spans
+            if s.get(name):
+                row[name] = s[name]
     for name in _MERGE_FIRST:
         if not row.get(name) and s.get(name):
             row[name] = s[name]

@@ -213,14 +213,6 @@ def test_kill9_mid_load_keeps_every_acknowledged_span_exactly_once(tmp_path: Pat
         assert run["status"] == ("succeeded" if has_root else "running"), run["run_id"]
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "BUG server/runtime.py ingest_spans + otlp_receiver/wal.py size_bytes: the overload check compares "
-    "TRACEWARD_WAL_MAX_BYTES with the size of all WAL segment files, but flushed records stay in the current "
-    "segment until it rotates (64 MiB) and drop_before never removes the current segment. With a limit below "
-    "the segment size, once the segment passes the limit every export is refused (RESOURCE_EXHAUSTED) although "
-    "the flusher has caught up; and since nothing more is written the segment never rotates: ingest is refused "
-    "for good (even across restarts). Harmless only while the limit exceeds the segment size (defaults: 1 GiB vs "
-    "64 MiB). The check should measure unflushed bytes (WAL end position - flusher checkpoint)."))
 def test_backpressure_releases_once_the_flusher_caught_up(tmp_path: Path, servers: list[LiveServer]) -> None:
     """A low TRACEWARD_WAL_MAX_BYTES sheds load while the flusher is behind — and only then."""
     limit = 256 * 1024

@@ -544,12 +544,6 @@ def test_late_intermediate_span_relinks_repeated_usage(shared_server: LiveServer
     assert (run["tokens"]["input"], run["tokens"]["output"]) == (100, 20)
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "BUG otlp_receiver/mapping.py _find_root: the root is only a span without parent_span_id. An agent "
-    "continuing a propagated W3C trace (traceparent from an upstream caller that does not export to Traceward) "
-    "has a root whose parent is remote (OTLP flags 0x100|0x200, set by the SDK): no root is ever found, so the "
-    "run stays 'running' forever with no name or finished_at. semconv.md §6.4: root = span with empty "
-    "parent_span_id *or whose parent is not in the trace*, the remote flags telling whether the parent was remote."))
 def test_agent_continuing_a_remote_trace_finishes(shared_server: LiveServer) -> None:
     """The agent is called over HTTP with a traceparent; the caller's spans never reach Traceward."""
     upstream_trace, upstream_span = secrets.token_hex(16), secrets.token_hex(8)
@@ -573,11 +567,6 @@ def test_agent_continuing_a_remote_trace_finishes(shared_server: LiveServer) -> 
     assert run["finished_at"] is not None
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "BUG otlp_receiver/store/runs.py _merge_summary: 'agent' (like session_id/user_id) is first-non-empty-wins "
-    "across batches, unlike 'name' where the root wins. When a sub-agent's invoke_agent span arrives before the "
-    "root's, the run's agent is the sub-agent ('researcher') for good, while the same spans in one batch give the "
-    "root's agent ('planner'): the result depends on arrival order, and GET /v1/runs?agent=planner misses the run."))
 def test_run_agent_is_the_root_agent_whatever_the_arrival_order(shared_server: LiveServer,
                                                                 grpc_out: GrpcExporter) -> None:
     run_ids = []
