@@ -12,7 +12,7 @@ apart by their format:
   ``role`` (viewer, approver or admin; JWTs never act as ingest credentials); both claim names are
   configurable (TRACEWARD_JWT_TENANT_CLAIM / TRACEWARD_JWT_ROLE_CLAIM); optional ``project_id``.
 
-Every route declares the permission it needs in ``opt={"permission": ...}``; a route that
+Every route declares the permission it needs in ``opt={"permission": ...}`` (a tuple: any of them); a route that
 declares none is refused (and a test enumerates the app's routes to enforce it). Litestar's own
 generated OPTIONS handlers are the one exception: they are public. The tenant always comes from
 the credential, never from the request: a ``tenant_id`` query parameter is rejected (bodies reject
@@ -247,12 +247,20 @@ def is_framework_options(handler: BaseRouteHandler) -> bool:
             and getattr(fn, "__module__", "") == "litestar.routes.http")
 
 
-def route_permission(handler: BaseRouteHandler) -> str | None:
-    """The permission a route declares (PUBLIC for framework OPTIONS handlers), or None if it declares none."""
-    permission = handler.opt.get("permission")
-    if permission is None and is_framework_options(handler):
-        return PUBLIC
-    return permission if isinstance(permission, str) else None
+def route_permissions(handler: BaseRouteHandler) -> frozenset[str] | None:
+    """The permissions a route declares (any one admits the caller), or None if it declares none.
+
+    ``opt={"permission": "read"}`` or, for a route with two audiences, ``opt={"permission": ("read", "decide")}``.
+    ``{PUBLIC}`` for public routes and Litestar's generated OPTIONS handlers.
+    """
+    declared = handler.opt.get("permission")
+    if declared is None:
+        return frozenset({PUBLIC}) if is_framework_options(handler) else None
+    if isinstance(declared, str):
+        return frozenset({declared})
+    if isinstance(declared, tuple | list | set | frozenset) and declared and all(isinstance(p, str) for p in declared):
+        return frozenset(declared)
+    return None
 
 
 def resolve_principal(authenticator: Authenticator, scope: Any) -> Principal | AuthenticationError:
@@ -274,17 +282,17 @@ def resolve_principal(authenticator: Authenticator, scope: Any) -> Principal | A
 
 def permission_guard(connection: ASGIConnection[Any, Any, Any, Any], handler: BaseRouteHandler) -> None:
     """Litestar guard: authenticate, then check the route's declared permission."""
-    permission = route_permission(handler)
-    if permission is None:
+    permissions = route_permissions(handler)
+    if permissions is None:
         raise PermissionDeniedError("route declares no permission")
-    if permission == PUBLIC:
+    if PUBLIC in permissions:
         return
     authenticator: Authenticator = connection.app.state.runtime.authenticator
     principal = resolve_principal(authenticator, connection.scope)
     if isinstance(principal, AuthenticationError):
         raise principal
-    if not principal.can(permission):
-        raise PermissionDeniedError(f"role {principal.role!r} may not {permission}")
+    if not any(principal.can(p) for p in permissions):
+        raise PermissionDeniedError(f"role {principal.role!r} may not {' or '.join(sorted(permissions))}")
     for name in TENANT_SELECTORS:
         if name in connection.query_params:
             raise InvalidInputError("the tenant comes from the credential; do not send it",

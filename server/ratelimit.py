@@ -41,7 +41,7 @@ from litestar.types import ASGIApp, Message, Receive, Scope, Send
 
 from otlp_receiver.errors import AuthenticationError, OverloadedError
 from otlp_receiver.service import Authenticate, IngestIdentity
-from server.auth import PUBLIC, Authenticator, Principal, resolve_principal, route_permission
+from server.auth import PUBLIC, Authenticator, Principal, resolve_principal, route_permissions
 from server.settings import Settings
 
 WINDOW_S = 60.0
@@ -233,7 +233,8 @@ def rate_limit_middleware(app: ASGIApp) -> ASGIApp:
                 auth = resolve_principal(authenticator, scope)
             principal = None if isinstance(auth, AuthenticationError) else auth
             handler = scope.get("route_handler")
-            public = handler is not None and route_permission(handler) == PUBLIC
+            permissions = route_permissions(handler) if handler is not None else None
+            public = permissions is not None and PUBLIC in permissions
             decision = runtime.limiter.decide(principal, _client(scope), consume=not public)
             scope[SCOPE_LIMIT] = decision  # type: ignore[literal-required]
             if not decision.allowed:
