@@ -181,7 +181,8 @@ class Redactor:
         self.policy = policy
         self._fingerprint_key = fingerprint_key
         self._key_rules: dict[Any, RedactionRule | None] = {}
-        self._clean: dict[str, None] = {}
+        self.clean_strings: dict[str, None] = {}
+        """Short strings already found clean (roles, model names, JSON keys…): bounded, never secrets."""
 
     def redact_span(self, span: Span) -> tuple[Span, RedactionMeta]:
         """The span with secrets masked, and where/why; the same object and an empty meta if clean."""
@@ -295,15 +296,11 @@ class Redactor:
         self._key_rules[key] = rule
         return rule
 
-    def is_known_clean(self, text: str) -> bool:
-        """True for a short string (a role, a model name, a JSON key…) already found clean."""
-        return text in self._clean
-
     def remember_clean(self, text: str) -> None:
         """Cache a short string no value rule matches (bounded; only clean strings are kept)."""
-        if len(self._clean) >= _CLEAN_CACHE_MAX:
-            self._clean.clear()
-        self._clean[text] = None
+        if len(self.clean_strings) >= _CLEAN_CACHE_MAX:
+            self.clean_strings.clear()
+        self.clean_strings[text] = None
 
     def marker(self, rule: RedactionRule, raw: bytes) -> str:
         """``[REDACTED:<rule_id>:<fingerprint>]`` for a raw value."""
@@ -377,16 +374,20 @@ class _Rewrite:
         items: list[tuple[Any, Any]] = []
         changed = False
         kind = _TOP if top else _MEMBER
+        clean, key_rule = self.redactor.clean_strings, self.redactor.key_rule
         for key, value in mapping.items():
             path: Path = (base, key, kind)
-            new_key = key if top or not isinstance(key, str) else self.key(key, path, depth)
-            if new_key is not key:
+            new_key = key
+            if not top and isinstance(key, str) and key not in clean:
+                new_key = self.key(key, path, depth)
                 path = (base, new_key, kind)
-            rule = self.redactor.key_rule(key)
+            rule = key_rule(key)
             if rule is not None and _is_maskable(value):
                 new = self.mask_whole(value, rule)
                 if new is not value:
                     self.record(path, [rule])
+            elif type(value) in _SCALARS or (type(value) is str and value in clean):
+                new = value
             else:
                 new = self.value(value, path, depth)
             changed = changed or new is not value or new_key is not key
@@ -404,25 +405,39 @@ class _Rewrite:
 
     def value(self, value: Any, path: Path, depth: int) -> Any:
         """Any attribute value, redacted (same object if unchanged)."""
-        if type(value) in _SCALARS:
+        kind = type(value)
+        if kind in _SCALARS:
             return value
         if depth > MAX_DEPTH:
             return self.too_deep(value, path)
-        if isinstance(value, str):
+        if kind is str or (kind is not dict and isinstance(value, str)):
             return self.text(value, path, depth)
-        if isinstance(value, Mapping):
+        if kind is dict or isinstance(value, Mapping):
             return self.mapping(value, path, depth + 1)
-        if isinstance(value, list | tuple):
-            new = [self.value(item, (path, i, _INDEX), depth + 1) for i, item in enumerate(value)]
-            if all(a is b for a, b in zip(new, value, strict=True)):
-                return value
-            return tuple(new) if isinstance(value, tuple) else new
+        if kind is list or kind is tuple or isinstance(value, list | tuple):
+            return self.sequence(value, path, depth + 1)
         if isinstance(value, bytes | bytearray):
             text = _utf8_or_none(value)
             if text is not None:
                 redacted = self.text(text, path, depth)
                 return value if redacted is text else redacted.encode("utf-8")
         return value
+
+    def sequence(self, items: list[Any] | tuple[Any, ...], path: Path, depth: int) -> Any:
+        """A list or tuple, redacted item by item (same object, and type, if unchanged)."""
+        copy = None
+        clean = self.redactor.clean_strings
+        for i, item in enumerate(items):
+            if type(item) in _SCALARS or (type(item) is str and item in clean):
+                continue
+            new = self.value(item, (path, i, _INDEX), depth)
+            if new is not item:
+                if copy is None:
+                    copy = list(items)
+                copy[i] = new
+        if copy is None:
+            return items
+        return tuple(copy) if isinstance(items, tuple) else copy
 
     def too_deep(self, value: Any, path: Path) -> Any:
         """A value nested past MAX_DEPTH: masked whole (it cannot be inspected safely)."""
@@ -479,7 +494,7 @@ class _Rewrite:
     def plain(self, text: str, path: Path, *, raw: bool) -> str:
         """Mask value-rule matches in plain text."""
         cacheable = not raw and len(text) <= _CLEAN_CACHE_MAX_CHARS
-        if cacheable and self.redactor.is_known_clean(text):
+        if cacheable and text in self.redactor.clean_strings:
             return text
         data = text.encode("utf-8", "surrogatepass")
         quick = self.policy.detect if raw else self.policy.leaf

@@ -29,7 +29,11 @@ from otlp_receiver.chain import (
 )
 from otlp_receiver.model import RedactionMeta, RedactionRuleHit, StepType
 
-rfc8785 = pytest.importorskip("rfc8785")
+try:  # the reference implementation (dev dependency); only the equivalence tests need it
+    import rfc8785
+except ImportError:  # pragma: no cover
+    rfc8785 = None
+needs_rfc8785 = pytest.mark.skipif(rfc8785 is None, reason="rfc8785 (reference JCS) not installed")
 
 TENANT, RUN = "tenant-a", "0af7651916cd43dd8448eb211c80319c"
 SAFE_INT = 2**53 - 1
@@ -64,6 +68,7 @@ json_values = st.recursive(json_scalars, lambda inner: st.lists(inner, max_size=
 
 
 # --- canonical JSON -------------------------------------------------------------------------------------
+@needs_rfc8785
 @settings(max_examples=500, deadline=None)
 @given(json_values)
 def test_canonical_json_equals_rfc8785_within_its_domain(value: Any) -> None:
@@ -74,8 +79,9 @@ def test_canonical_json_equals_rfc8785_within_its_domain(value: Any) -> None:
 @given(st.floats(allow_nan=False, allow_infinity=False))
 def test_format_number_matches_rfc8785_and_round_trips(value: float) -> None:
     text = format_number(value)
-    assert text.encode() == rfc8785.dumps(value)
     assert float(text) == value
+    if rfc8785 is not None:
+        assert text.encode() == rfc8785.dumps(value)
 
 
 @pytest.mark.parametrize(("value", "expected"), [
@@ -98,7 +104,7 @@ def test_canonical_json_is_deterministic_and_a_fixed_point(value: dict[str, Any]
 
 def test_canonical_json_sorts_keys_by_utf16_code_units() -> None:
     value = {"\ue000": 1, "\U0001f600": 2, "a": 3}
-    assert canonical_json(value) == rfc8785.dumps(value)
+    assert canonical_json(value) == '{"a":3,"\U0001f600":2,"\ue000":1}'.encode()
 
 
 def test_canonical_json_keeps_large_integers_exact() -> None:
