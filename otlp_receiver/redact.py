@@ -55,6 +55,8 @@ _NO_MATCH: Final = (-1, -1)
 _SCALARS: Final = (int, float, bool, type(None))
 _MARKER = re.compile(rb"\[REDACTED:[A-Za-z0-9_.-]{1,64}:[0-9a-f]{16}\]")
 _UPSTREAM_MASK = re.compile(rb"\*{4,}")
+_MASK_TEXT = re.compile(r"\[REDACTED:[A-Za-z0-9_.-]{1,64}:[0-9a-f]{16}\]|\*{4,}")
+_SCHEME_WORD = re.compile(r"(?i)\b(?:bearer|basic|token|digest)\b")
 _HEX_DIGEST = re.compile(r"[0-9a-f]{32}|[0-9a-f]{40}|[0-9a-f]{64}|[0-9a-f]{128}")
 _IDENTIFIER = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 _DEPTH_RULE: Final = RedactionRule("limit.depth", "nested too deeply to inspect", "value", "(depth limit)")
@@ -81,8 +83,14 @@ def is_upstream_redacted(span: Span) -> bool:
 
 
 def _is_already_masked(text: str) -> bool:
-    """Our marker or an upstream ``****`` mask is present: the value was redacted before."""
-    return "[REDACTED:" in text or "****" in text
+    """The value was redacted before: nothing but our markers / ``****`` masks (and an auth scheme word).
+
+    A value that merely *contains* a mask next to other content (``hunter****2``) is not trusted.
+    """
+    if "[REDACTED:" not in text and "****" not in text:
+        return False
+    residue = _SCHEME_WORD.sub("", _MASK_TEXT.sub("", text))
+    return sum(ch.isalnum() for ch in residue) < 4
 
 
 def _is_maskable(value: Any, depth: int = 0) -> bool:

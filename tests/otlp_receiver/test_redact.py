@@ -346,6 +346,12 @@ def test_upstream_masks_are_not_reflagged(redactor: Redactor) -> None:
     assert out is span and meta.is_empty()
 
 
+def test_partly_masked_values_under_secret_keys_are_still_masked(redactor: Redactor) -> None:
+    out, meta = redactor.redact_span(make_span({"password": "hunter****2", "api_key": "[REDACTED:x:0123456789abcdef]"}))
+    assert MARKER.fullmatch(out.attributes["password"]) and meta.paths == ("$.attributes['password']",)
+    assert out.attributes["api_key"] == "[REDACTED:x:0123456789abcdef]"
+
+
 def test_upstream_hex_digests_are_recognised_only_on_hashed_spans(redactor: Redactor) -> None:
     digest = hashlib.sha256(b"pw").hexdigest()
     hashed = make_span({"redaction.masked.count": "1", "password": digest})
