@@ -16,6 +16,7 @@ from server.auth import PUBLIC, permission_guard
 from server.errors import EXCEPTION_HANDLERS
 from server.ratelimit import rate_limit_headers, rate_limit_middleware
 from server.routes.admin import AdminController, AuditController, KeysController
+from server.routes.diff import DiffController
 from server.routes.governance import GOVERNANCE_HANDLERS
 from server.routes.ingest import OtlpHttpController
 from server.routes.runs import RunsController
@@ -54,7 +55,7 @@ def _base(runtime: Runtime, handlers: list[Any], *, openapi: bool) -> Litestar:
 
 def create_app(runtime: Runtime) -> Litestar:
     """The API app served on the HTTP port."""
-    return _base(runtime, [healthz, RunsController, OtlpHttpController, *GOVERNANCE_HANDLERS, KeysController, AuditController,
+    return _base(runtime, [healthz, RunsController, DiffController, OtlpHttpController, *GOVERNANCE_HANDLERS, KeysController, AuditController,
                            AdminController], openapi=True)
 
 

@@ -6,13 +6,18 @@ import argparse
 import asyncio
 import logging
 import os
+import shutil
 import signal
 import sys
 from collections.abc import Sequence
 from pathlib import Path
 
+import orjson
 import uvicorn
 
+from diff.api import diff_runs
+from diff.normalize import get_profile
+from diff.render import render_text
 from otlp_receiver.errors import AppError
 from otlp_receiver.store.audit import AuditLog
 from otlp_receiver.store.index import RunIndex
@@ -20,8 +25,10 @@ from otlp_receiver.store.keys import KeyStore
 from otlp_receiver.store.steps import StepTable
 from server.app import create_app, create_otlp_http_app
 from server.retention import RetentionJob
-from server.runtime import Runtime
+from server.routes.ingest import normalise_run_id
+from server.runtime import Runtime, load_diff_profiles
 from server.settings import Settings
+from server.steps import read_run
 
 logger = logging.getLogger("traceward")
 
@@ -45,6 +52,15 @@ def _parser() -> argparse.ArgumentParser:
     serve = sub.add_parser("serve", help="run the receivers, the API and the flusher")
     _settings_flags(serve)
     serve.set_defaults(func=_serve)
+    diff = sub.add_parser("diff", help="diff two runs (aligned, normalized) from the local data dir")
+    _settings_flags(diff)
+    diff.add_argument("run_a")
+    diff.add_argument("run_b")
+    diff.add_argument("--tenant", default=None, help="tenant id (default: TRACEWARD_DEFAULT_TENANT)")
+    diff.add_argument("--profile", default="default", help="default|strict|structure|semantic|<custom>")
+    diff.add_argument("--format", choices=("text", "json"), default="text")
+    diff.add_argument("--color", choices=("auto", "always", "never"), default="auto")
+    diff.set_defaults(func=_diff)
     admin = sub.add_parser("admin", help="administrative tasks")
     admin_sub = admin.add_subparsers(required=True)
     key = admin_sub.add_parser("create-key", help="create an API key (printed once)")
@@ -85,10 +101,26 @@ def _settings(args: argparse.Namespace) -> Settings:
                              bootstrap_admin_key=args.bootstrap_admin_key)
 
 
+def _diff(args: argparse.Namespace) -> int:
+    settings = _settings(args)
+    index, steps = RunIndex(settings.index_path), StepTable(settings.steps_path)  # read-only use, no WAL
+    tenant = args.tenant or settings.default_tenant
+    profile = get_profile(load_diff_profiles(settings.diff_profiles_file), args.profile)
+    a, steps_a = read_run(index, steps, tenant, normalise_run_id(args.run_a))
+    b, steps_b = read_run(index, steps, tenant, normalise_run_id(args.run_b))
+    result = diff_runs(a, steps_a, b, steps_b, profile=profile)
+    if args.format == "json":
+        sys.stdout.write(orjson.dumps(result.to_dict(), option=orjson.OPT_INDENT_2).decode() + "\n")
+    else:
+        color = args.color == "always" or (args.color == "auto" and sys.stdout.isatty())
+        sys.stdout.write(render_text(result, color=color, width=shutil.get_terminal_size((120, 40)).columns) + "\n")
+    return 0
+
+
 def _create_key(args: argparse.Namespace) -> int:
     settings = _settings(args)
-    runtime = Runtime(settings)
-    key, record = runtime.keys.create(tenant_id=args.tenant or settings.default_tenant,
+    keys = KeyStore(RunIndex(settings.index_path))  # not a Runtime: never touch a running server's WAL
+    key, record = keys.create(tenant_id=args.tenant or settings.default_tenant,
                                       project_id=args.project or settings.default_project, role=args.role,
                                       name=args.name)
     print(f"{record.role} key for tenant {record.tenant_id} / project {record.project_id} (shown once):")

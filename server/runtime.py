@@ -9,10 +9,13 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Sequence
+from pathlib import Path
 
 import grpc
+import yaml
 
-from otlp_receiver.errors import OverloadedError
+from diff.normalize import Profile, load_profiles
+from otlp_receiver.errors import ConfigError, OverloadedError
 from otlp_receiver.flusher import Flusher
 from otlp_receiver.ingest import IngestPipeline, IngestResult, Sequencer
 from otlp_receiver.model import Span
@@ -28,6 +31,7 @@ from server.governance_wiring import governance_from_settings
 from server.ratelimit import RateLimiter, limited_ingest_identity
 from server.retention import RetentionJob
 from server.settings import Settings
+from server.steps import RunStepCache
 
 logger = logging.getLogger(__name__)
 
@@ -49,6 +53,8 @@ class Runtime:
         self.flusher = Flusher(self.wal, self.index, self.steps, self.sequencer, self.prices,
                                interval_s=settings.flush_interval_s)
         self.keys = KeyStore(self.index)
+        self.diff_profiles = load_diff_profiles(settings.diff_profiles_file)
+        self.step_cache = RunStepCache()
         self.authenticator = Authenticator(self.keys, jwt_verifier(settings))
         self.limiter = RateLimiter.from_settings(settings)
         self.audit = AuditLog(self.index)
@@ -104,3 +110,14 @@ class Runtime:
                                                         project_id=s.default_project, role=role,
                                                         name=f"bootstrap {role} key")))
         return made
+
+
+def load_diff_profiles(path: Path | None) -> dict[str, Profile]:
+    """Built-in diff profiles plus the operator's file (JSON or YAML), checked at start-up."""
+    if path is None:
+        return load_profiles(None)
+    try:
+        doc = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except (OSError, yaml.YAMLError) as exc:
+        raise ConfigError(f"TRACEWARD_DIFF_PROFILES_FILE={path}: {exc}") from exc
+    return load_profiles(doc)

@@ -53,6 +53,8 @@ class Settings:
     """TRACEWARD_PRICE_FILE: a JSON model price table merged over the shipped one."""
     grpc_workers: int = 8
     """TRACEWARD_GRPC_WORKERS: threads serving OTLP/gRPC."""
+    diff_profiles_file: Path | None = None
+    """TRACEWARD_DIFF_PROFILES_FILE: JSON or YAML with operator-defined diff profiles ({"profiles": {...}})."""
     jwt_hs256_secret: str | None = None
     """TRACEWARD_JWT_HS256_SECRET: shared secret for HS256 bearer JWTs (at least 32 bytes); unset = HS256 off."""
     jwt_public_key_file: Path | None = None
