@@ -21,9 +21,9 @@ import dataclasses
 import threading
 import time
 from collections import OrderedDict
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Protocol
 
 import orjson
 
@@ -41,8 +41,15 @@ from otlp_receiver.model import (
 from otlp_receiver.store.index import RunIndex
 from otlp_receiver.wal import WriteAheadLog
 
-Redact = Callable[[str, Span], tuple[Span, RedactionMeta]]
-"""(tenant_id, span) → (redacted span, what was redacted). Injected by the server."""
+
+class Redaction(Protocol):
+    """Per-tenant redaction, injected by the server (``otlp_receiver.redact.Redactor`` per tenant)."""
+
+    def span(self, tenant_id: str, span: Span) -> tuple[Span, RedactionMeta]:
+        """The span with secrets masked (the same object when clean) and what fired."""
+
+    def payload(self, tenant_id: str, payload: Mapping[str, Any]) -> tuple[Mapping[str, Any], RedactionMeta]:
+        """A JSON payload with secrets masked, paths rooted at ``$``."""
 Bind = Callable[[str, str, Span], tuple[str | None, str | None]]
 """(tenant_id, project_id, raw span) → (binding, decision_token_id), checked BEFORE redaction so the
 decision token and the recorded tool arguments are seen as the agent sent them. Injected by the server
@@ -148,7 +155,7 @@ class Sequencer:
 class IngestPipeline:
     """Redact → map → sequence → WAL, under one lock so seqs reach the log in order."""
 
-    def __init__(self, wal: WriteAheadLog, sequencer: Sequencer, *, redact: Redact | None = None,
+    def __init__(self, wal: WriteAheadLog, sequencer: Sequencer, *, redact: Redaction | None = None,
                  bind: Bind | None = None) -> None:
         self.wal = wal
         self.sequencer = sequencer
@@ -161,8 +168,9 @@ class IngestPipeline:
         if not spans:
             return IngestResult(0, 0, self.wal.end_position())
         bindings = {s.span_id: self.bind(tenant_id, project_id, s) for s in spans} if self.bind else {}
-        drafts = [self._draft(tenant_id, s) for s in spans]
-        summaries = {k: _summary_dict(v) for k, v in summarize_runs(spans).items()}
+        redacted = [self._redact_span(tenant_id, s) for s in spans]
+        drafts = [draft for _, draft in redacted]
+        summaries = {k: _summary_dict(v) for k, v in summarize_runs([s for s, _ in redacted]).items()}
         return self._append(tenant_id, project_id, drafts, summaries, bindings)
 
     def ingest_drafts(self, tenant_id: str, project_id: str, drafts: Sequence[StepDraft]) -> IngestResult:
@@ -188,14 +196,21 @@ class IngestPipeline:
             self.sequencer.mark_pending(tenant_id, by_run, position)
         return IngestResult(len(items), len(drafts) - len(items), position)
 
-    def _draft(self, tenant_id: str, span: Span) -> StepDraft:
-        meta = None
-        if self.redact is not None:
-            span, meta = self.redact(tenant_id, span)
-        draft = map_span(span)
-        if meta is not None and not meta.is_empty():
-            draft = dataclasses.replace(draft, redaction_meta=meta)
-        return draft
+    def _redact_span(self, tenant_id: str, span: Span) -> tuple[Span, StepDraft]:
+        """Redact first, so names, run summaries, error text and payload all derive from safe data.
+
+        For the (rare) span that had something masked, the raw span is mapped too, only to locate
+        the masked values in the stored payload's shape; that raw copy never leaves this function."""
+        if self.redact is None:
+            return span, map_span(span)
+        clean, meta = self.redact.span(tenant_id, span)
+        if meta.is_empty():
+            return span, map_span(span)
+        draft = map_span(clean)
+        paths = changed_paths(map_span(span).payload, draft.payload)
+        if clean.name != span.name:
+            paths.insert(0, "$.name")
+        return clean, dataclasses.replace(draft, redaction_meta=RedactionMeta(tuple(paths), meta.rules))
 
     def _sequence(self, tenant_id: str, by_run: dict[str, list[StepDraft]],
                   bindings: dict[str, tuple[str | None, str | None]]) -> list[list[Any]]:
@@ -239,16 +254,19 @@ class IngestPipeline:
         return [s for s in seqs if s is not None], position
 
     def _redact_draft(self, tenant_id: str, draft: StepDraft) -> StepDraft:
+        """REST and server-made steps: the payload (paths rooted at ``$``) and the free-text fields."""
         if self.redact is None:
             return draft
-        span = Span(trace_id=draft.trace_id, span_id=draft.span_id, parent_span_id=draft.parent_span_id,
-                    name=draft.name, kind=draft.kind, start_ns=draft.start_ns, end_ns=draft.end_ns,
-                    attributes={"traceward.payload": orjson.dumps(draft.payload).decode()})
-        redacted, meta = self.redact(tenant_id, span)
-        if meta.is_empty():
+        payload, meta = self.redact.payload(tenant_id, draft.payload)
+        texts = {k: v for k, v in (("name", draft.name), ("error_message", draft.error_message)) if v}
+        fixed, field_meta = self.redact.payload(tenant_id, texts)
+        if meta.is_empty() and field_meta.is_empty():
             return draft
-        payload = orjson.loads(redacted.attributes["traceward.payload"])
-        return dataclasses.replace(draft, payload=payload, redaction_meta=meta)
+        rules = tuple(dict.fromkeys((*field_meta.rules, *meta.rules)))
+        return dataclasses.replace(
+            draft, payload=dict(payload), name=fixed.get("name", draft.name),
+            error_message=fixed.get("error_message", draft.error_message),
+            redaction_meta=RedactionMeta((*field_meta.paths, *meta.paths), rules))
 
     def finish_run(self, tenant_id: str, run_id: str, status: RunStatus, finished_ns: int) -> int:
         """Record an explicit finish (idempotent: the first finish wins)."""
@@ -266,6 +284,7 @@ def wal_item(run_id: str, seq: int, draft: StepDraft,
     fields = {name: getattr(draft, name) for name in _DRAFT_FIELDS}
     fields["binding"], fields["decision_token_id"] = binding or (None, None)
     del fields["payload"]
+    del fields["decision_token"]  # the binding hook saw it; only its jti (decision_token_id) is kept
     meta: RedactionMeta = fields["redaction_meta"]
     fields["redaction_meta"] = None if meta.is_empty() else redaction_meta_to_dict(meta)
     resource = draft.payload.get("resource") or {}
@@ -291,6 +310,21 @@ def redaction_meta_from_dict(data: dict[str, Any]) -> RedactionMeta:
     """Inverse of :func:`redaction_meta_to_dict`."""
     return RedactionMeta(paths=tuple(data.get("paths", ())),
                          rules=tuple(RedactionRuleHit(r["rule_id"], r["reason"]) for r in data.get("rules", ())))
+
+
+def changed_paths(raw: Any, clean: Any, path: str = "$") -> list[str]:
+    """JSONPaths where ``clean`` differs from ``raw`` (same shape but for masked values and keys)."""
+    if isinstance(raw, dict) and isinstance(clean, dict):
+        if raw.keys() != clean.keys():
+            return [path]  # a masked map key: the whole map is where the redaction is
+        return [p for k in raw for p in changed_paths(raw[k], clean[k], _child(path, k))]
+    if isinstance(raw, list) and isinstance(clean, list) and len(raw) == len(clean):
+        return [p for i, (a, b) in enumerate(zip(raw, clean, strict=True)) for p in changed_paths(a, b, f"{path}[{i}]")]
+    return [] if raw == clean else [path]
+
+
+def _child(path: str, key: str) -> str:
+    return f"{path}.{key}" if key.isidentifier() else f"{path}[{orjson.dumps(key).decode()}]"
 
 
 def _summary_dict(summary: RunSummary) -> dict[str, Any]:

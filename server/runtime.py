@@ -29,6 +29,7 @@ from otlp_receiver.wal import WriteAheadLog
 from server.auth import Authenticator, jwt_verifier
 from server.governance_wiring import governance_from_settings
 from server.ratelimit import RateLimiter, limited_ingest_identity
+from server.redaction import TenantRedaction, load_master_key, load_policy_doc
 from server.retention import RetentionJob
 from server.settings import Settings
 from server.steps import RunStepCache
@@ -49,7 +50,10 @@ class Runtime:
         self.sequencer = Sequencer(self.index)
         self.governance = governance_from_settings(
             settings, self.index, lambda tenant, project, drafts: self.pipeline.ingest_drafts(tenant, project, drafts))
-        self.pipeline = IngestPipeline(self.wal, self.sequencer, bind=self.governance.bind)
+        self.redaction = TenantRedaction(load_policy_doc(settings.redaction_file),
+                                         load_master_key(settings.data_dir / "redaction.key"))
+        self.pipeline = IngestPipeline(self.wal, self.sequencer, bind=self.governance.bind,
+                                       redact=self.redaction)
         self.flusher = Flusher(self.wal, self.index, self.steps, self.sequencer, self.prices,
                                interval_s=settings.flush_interval_s)
         self.keys = KeyStore(self.index)

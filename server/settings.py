@@ -53,6 +53,8 @@ class Settings:
     """TRACEWARD_PRICE_FILE: a JSON model price table merged over the shipped one."""
     grpc_workers: int = 8
     """TRACEWARD_GRPC_WORKERS: threads serving OTLP/gRPC."""
+    redaction_file: Path | None = None
+    """TRACEWARD_REDACTION_FILE: YAML/JSON redaction rules ({default: {...}, tenants: {T: {...}}}) over the defaults."""
     diff_profiles_file: Path | None = None
     """TRACEWARD_DIFF_PROFILES_FILE: JSON or YAML with operator-defined diff profiles ({"profiles": {...}})."""
     jwt_hs256_secret: str | None = None
