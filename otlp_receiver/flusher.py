@@ -22,6 +22,7 @@ from typing import Any
 
 import orjson
 import pyarrow as pa
+from sqlite_utils import Database
 
 from otlp_receiver.chain import chain_hash, genesis_hash, step_record
 from otlp_receiver.columns import STEP_COLUMN_NAMES
@@ -51,6 +52,9 @@ class Batch:
     heads: dict[tuple[str, str], tuple[str, int]] = field(default_factory=dict)  # (tenant, run) → (hash, next seq)
     usage_changed: set[tuple[str, str]] = field(default_factory=set)  # runs whose usage totals need recomputing
     new_spans: dict[tuple[str, str], tuple[int, list[str]]] = field(default_factory=dict)  # run → (first seq, ids)
+    transitions: dict[tuple[str, str], tuple[str | None, str]] = field(default_factory=dict)
+    """Filled while the batch is applied: run → (status before, status after) for every run it touched
+    (before is None for a run this batch created)."""
     projects: dict[tuple[str, str], str] = field(default_factory=dict)
 
     @property
@@ -60,6 +64,10 @@ class Batch:
 
 
 FlushListener = Callable[[Batch], None]
+"""Called after a batch is committed (outside the transaction; must not fail the flush)."""
+TransactionalHook = Callable[[Database, Batch], None]
+"""Called inside the SQLite transaction that applies a batch, after the runs are updated: writes made
+here commit atomically with the batch and its checkpoint (exactly once, also across a crash replay)."""
 
 
 class Flusher:
@@ -73,6 +81,7 @@ class Flusher:
         self.max_steps = max_steps
         self.compact_every_s = compact_every_s
         self.listeners: list[FlushListener] = []
+        self.hooks: list[TransactionalHook] = []
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         self._flushed = threading.Condition()
@@ -138,11 +147,14 @@ class Flusher:
         batch = self._build(records)
         if delta_end < batch.end and batch.step_count:
             self.steps.append(pa.table(batch.rows), wal_end=batch.end)
-        apply_run_updates(self.index, batch, self.prices, checkpoint_key=CHECKPOINT_KEY)
+        apply_run_updates(self.index, batch, self.prices, checkpoint_key=CHECKPOINT_KEY, hooks=self.hooks)
         self._advance(batch.end)
         self.last_flush_s = time.perf_counter() - started
         for listener in self.listeners:
-            listener(batch)
+            try:
+                listener(batch)
+            except Exception:  # a listener (events, metrics) must never stall the flusher
+                logger.exception("flush listener %r failed", listener)
         return True
 
     def _read(self, checkpoint: int, delta_end: int) -> list[tuple[bytes, int]]:

@@ -9,7 +9,7 @@ with the mapping's counting rules whenever a batch brings usage-relevant steps.
 from __future__ import annotations
 
 import time
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable, Sequence
 from typing import TYPE_CHECKING, Any
 
 import orjson
@@ -29,18 +29,27 @@ _SPAN_COLUMNS = ("tenant_id", "run_id", "span_id", "seq", "parent_span_id", "typ
 _MERGE_FIRST = ("name", "service", "agent", "session_id", "user_id")
 
 
-def apply_run_updates(index: RunIndex, batch: Batch, prices: PriceTable, *, checkpoint_key: str) -> None:
-    """Apply one flush batch to the run index atomically."""
+def apply_run_updates(index: RunIndex, batch: Batch, prices: PriceTable, *, checkpoint_key: str,
+                      hooks: Sequence[Callable[[Database, Batch], None]] = ()) -> None:
+    """Apply one flush batch to the run index atomically (hooks run inside the same transaction)."""
     now = time.time_ns()
     with index.transaction() as db:
         for tenant, project, run in batch.created:
+            if _status(db, tenant, run["run_id"]) is None:
+                batch.transitions[(tenant, run["run_id"])] = (None, "running")
             _create_run(db, tenant, project, run, now)
         _insert_spans(db, batch)
         touched = _touched_runs(batch)
         for key in touched:
             _update_run(db, key, batch, prices, now)
         for fin in batch.finished:
+            before = _status(db, fin["tenant"], fin["run_id"])
             _finish(db, fin, now)
+            batch.transitions[(fin["tenant"], fin["run_id"])] = (
+                batch.transitions.get((fin["tenant"], fin["run_id"]), (before, ""))[0],
+                _status(db, fin["tenant"], fin["run_id"]) or "")
+        for hook in hooks:
+            hook(db, batch)
         db.execute("INSERT OR REPLACE INTO meta (key, value) VALUES (?, ?)", [checkpoint_key, str(batch.end)])
 
 
@@ -72,7 +81,9 @@ def _touched_runs(batch: Batch) -> list[tuple[str, str]]:
 
 def _update_run(db: Database, key: tuple[str, str], batch: Batch, prices: PriceTable, now: int) -> None:
     tenant, run_id = key
-    row = _load(db, tenant, run_id) or _new_row(tenant, batch.projects.get(key, ""), run_id, now)
+    loaded = _load(db, tenant, run_id)
+    row = loaded or _new_row(tenant, batch.projects.get(key, ""), run_id, now)
+    before = loaded["status"] if loaded else None
     for t, _, summary in batch.summaries:
         if t == tenant and summary["run_id"] == run_id:
             _merge_summary(row, summary)
@@ -82,6 +93,7 @@ def _update_run(db: Database, key: tuple[str, str], batch: Batch, prices: PriceT
         _recompute_usage(db, row, prices)
     row["updated_ns"] = now
     _save(db, row)
+    batch.transitions[key] = (before, row["status"])
 
 
 def _load(db: Database, tenant: str, run_id: str) -> dict[str, Any] | None:
@@ -189,6 +201,11 @@ def _write_facets(db: Database, tenant: str, run_id: str, started_ns: int, model
                         [(tenant, run_id, t, started_ns) for t in tools])
     db.conn.executemany("INSERT OR IGNORE INTO run_tags VALUES (?,?,?,?,?)",
                         [(tenant, run_id, k, str(v), started_ns) for k, v in tags.items()])
+
+
+def _status(db: Database, tenant: str, run_id: str) -> str | None:
+    row = db.execute("SELECT status FROM runs WHERE tenant_id = ? AND run_id = ?", [tenant, run_id]).fetchone()
+    return row[0] if row else None
 
 
 def _finish(db: Database, fin: dict[str, Any], now: int) -> None:
