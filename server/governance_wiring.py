@@ -356,7 +356,7 @@ class Governance:
             outcome = DecisionOutcome(decision, version, approval=approval, expires_ns=approval.expires_ns)
         details = {"tool": request.tool_name, "decision": decision.decision, "reason_code": decision.reason_code,
                    "rule_id": decision.rule_id, "policy_version": version, "trace_id": trace_id,
-                   "span_id": span_id, "args_sha256": digest, "token_id": outcome.token_id,
+                   "span_id": span_id, "args_sha256": digest, "jti": outcome.token_id,
                    "approval_id": outcome.approval.id if outcome.approval else None, "kill_switch": kill}
         store.record_decision(self.index, tenant, approval=outcome.approval,
                               audit=AuditEntry(principal.key_id, "policy.decision", trace_id, details))
@@ -395,7 +395,7 @@ class Governance:
                                                   now_ns, decision="allow", approval_id=None,
                                                   policy_version=None, break_glass=True, ttl_s=ttl)
         details = {"tool": request.tool_name, "trace_id": trace_id, "span_id": span_id, "args_sha256": digest,
-                   "token_id": token_id, "justification": justification, "break_glass": True}
+                   "jti": token_id, "justification": justification, "break_glass": True}
         store.record_decision(self.index, tenant,
                               audit=AuditEntry(principal.key_id, "break_glass.issue", trace_id, details))
         payload = {**details, "decision": "allow", "reason_code": "break_glass", "args": dict(request.args),
@@ -520,7 +520,7 @@ class Governance:
             a = record.approval
             return AuditEntry(actor, action, approval_id, {
                 "status": a.status, "tool": a.tool, "trace_id": a.trace_id, "reason": a.reason,
-                "edited": a.edited_args is not None, "token_id": record.token_id,
+                "edited": a.edited_args is not None, "jti": record.token_id,
                 "args_sha256": args_digest(a.approved_args) if a.status == "approved" else None})
 
         record = store.update_approval(self.index, tenant_id, approval_id, transition, audit=audit)
@@ -570,7 +570,7 @@ class Governance:
                 return None
             return AuditEntry(RECEIVER_ACTOR, "binding.violation", f"{span.trace_id}/{span.span_id}", {
                 "binding": binding, "tool": tool, "trace_id": span.trace_id, "span_id": span.span_id,
-                "token_id": jti, "project_id": project_id, "policy_version": active.version})
+                "jti": jti, "project_id": project_id, "policy_version": active.version})
 
         record = store.record_binding(self.index, tenant_id=tenant_id, trace_id=span.trace_id,
                                       span_id=span.span_id, check=check, audit=audit)
@@ -701,7 +701,7 @@ def _approval_step(record: ApprovalRecord) -> StepDraft:
     a = record.approval
     payload = {"approval_id": a.id, "status": a.status, "tool_name": a.tool, "decided_by": a.decided_by,
                "reason": a.reason, "args": dict(a.approved_args), "edited": a.edited_args is not None,
-               "token_id": record.token_id, "policy_version": a.policy_version, "requested_by": a.requested_by}
+               "jti": record.token_id, "policy_version": a.policy_version, "requested_by": a.requested_by}
     return _step(a.trace_id, _derived_span_id("approval", a.id, a.status), a.span_id, StepType.APPROVAL,
                  f"approval {a.status} {a.tool}", a.decided_ns or time.time_ns(), payload, tool=a.tool,
                  agent=a.agent)
@@ -709,7 +709,7 @@ def _approval_step(record: ApprovalRecord) -> StepDraft:
 
 def _violation_step(span: OtelSpan, tool: str, record: store.BindingRecord) -> StepDraft:
     payload = {"binding": record.binding, "tool_name": tool, "executed_span_id": span.span_id,
-               "token_id": record.jti, "finding": "policy_violation"}
+               "jti": record.jti, "finding": "policy_violation"}
     return _step(span.trace_id, _derived_span_id("binding", span.trace_id, span.span_id), span.span_id,
                  StepType.POLICY, f"binding {record.binding}", span.start_ns, payload, status="error", tool=tool,
                  error=("binding_violation", f"tool {tool!r} executed with binding {record.binding}"))

@@ -259,7 +259,7 @@ def test_every_decision_is_a_policy_step_in_its_run_and_audited(server: LiveServ
                                                       ("policy", "decision rm_rf")]
     payload = steps[0]["payload"]
     assert (payload["decision"], payload["rule_id"], payload["args"]["amount"]) == ("allow", "small-payments", 7)
-    assert payload["token_id"] and "token" not in payload
+    assert payload["jti"] and "token" not in payload
     assert steps[1]["payload"]["decision"] == "deny"
     assert [a for a in audit_actions(server) if a == ("policy.decision", trace)] == [("policy.decision", trace)] * 2
 
