@@ -20,6 +20,7 @@ from server.routes.diff import DiffController
 from server.routes.governance import GOVERNANCE_HANDLERS
 from server.routes.ingest import OtlpHttpController
 from server.routes.runs import RunsController
+from server.routes.ui import UiController
 from server.runtime import Runtime
 
 
@@ -34,7 +35,7 @@ def healthz(runtime: Runtime) -> dict[str, Any]:
 def _base(runtime: Runtime, handlers: list[Any], *, openapi: bool) -> Litestar:
     openapi_config = OpenAPIConfig(
         title="Traceward", version="0.1.0", path="/schema",
-        openapi_router=Router(path="/schema", route_handlers=[], opt={"permission": PUBLIC}),
+        openapi_router=Router(path="/schema", route_handlers=[], opt={"permission": PUBLIC}, include_in_schema=False),
         components=Components(security_schemes={"bearer": SecurityScheme(type="http", scheme="bearer")}),
         security=[{"bearer": []}],
     ) if openapi else None
@@ -56,7 +57,7 @@ def _base(runtime: Runtime, handlers: list[Any], *, openapi: bool) -> Litestar:
 def create_app(runtime: Runtime) -> Litestar:
     """The API app served on the HTTP port."""
     return _base(runtime, [healthz, RunsController, DiffController, OtlpHttpController, *GOVERNANCE_HANDLERS, KeysController, AuditController,
-                           AdminController], openapi=True)
+                           AdminController, UiController], openapi=True)
 
 
 def create_otlp_http_app(runtime: Runtime) -> Litestar:
