@@ -20,7 +20,6 @@ from server.routes.diff import DiffController
 from server.routes.governance import GOVERNANCE_HANDLERS
 from server.routes.ingest import OtlpHttpController
 from server.routes.runs import RunsController
-from server.routes.ui import UiController
 from server.runtime import Runtime
 
 
@@ -57,7 +56,7 @@ def _base(runtime: Runtime, handlers: list[Any], *, openapi: bool) -> Litestar:
 def create_app(runtime: Runtime) -> Litestar:
     """The API app served on the HTTP port."""
     return _base(runtime, [healthz, RunsController, DiffController, OtlpHttpController, *GOVERNANCE_HANDLERS, KeysController, AuditController,
-                           AdminController, UiController], openapi=True)
+                           AdminController], openapi=True)
 
 
 def create_otlp_http_app(runtime: Runtime) -> Litestar:
