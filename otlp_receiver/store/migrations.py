@@ -170,3 +170,58 @@ def m007_governance(db: Database) -> None:
 def m007_audit_log_tail(db: Database) -> None:
     """The audit append reads the tenant's last row by id; without this index that sorts every tenant row."""
     db.execute("CREATE INDEX audit_by_id ON audit_log (tenant_id, id)")
+
+
+@migrations()
+def m008_analytics(db: Database) -> None:
+    """Issue 7: the event log of the live stream, findings, the scan queue, run feedback.
+
+    ``events`` ids are the stream's event ids (AUTOINCREMENT: never reused, even after pruning).
+    Approval events come from triggers on ``approvals`` so that every path that creates or decides
+    one (API, expiry job) logs it in the same transaction, without governance knowing the stream.
+    """
+    db.execute("""
+        CREATE TABLE events (
+            id INTEGER PRIMARY KEY AUTOINCREMENT, tenant_id TEXT NOT NULL, ts_ns INTEGER NOT NULL,
+            type TEXT NOT NULL, run_id TEXT, data TEXT NOT NULL DEFAULT '{}'
+        )""")
+    db.execute("CREATE INDEX events_by_tenant ON events (tenant_id, id)")
+    db.execute("CREATE INDEX events_by_time ON events (ts_ns)")
+    now_ns = "CAST((julianday('now') - 2440587.5) * 86400000000000 AS INTEGER)"
+    approval = ("json_object('approval_id', NEW.approval_id, 'run_id', NEW.trace_id, 'span_id', NEW.span_id, "
+                "'tool', NEW.tool, 'status', NEW.status, 'agent', NEW.agent, 'decided_by', NEW.decided_by, "
+                "'reason', NEW.reason)")
+    db.execute(f"""
+        CREATE TRIGGER events_approval_created AFTER INSERT ON approvals BEGIN
+            INSERT INTO events (tenant_id, ts_ns, type, run_id, data)
+            VALUES (NEW.tenant_id, {now_ns}, 'approval.created', NEW.trace_id, {approval});
+        END""")
+    db.execute(f"""
+        CREATE TRIGGER events_approval_decided AFTER UPDATE OF status ON approvals
+        WHEN NEW.status IS NOT OLD.status BEGIN
+            INSERT INTO events (tenant_id, ts_ns, type, run_id, data)
+            VALUES (NEW.tenant_id, {now_ns}, 'approval.decided', NEW.trace_id, {approval});
+        END""")
+    db.execute("""
+        CREATE TABLE findings (
+            tenant_id TEXT NOT NULL, finding_id TEXT NOT NULL, run_id TEXT NOT NULL, kind TEXT NOT NULL,
+            severity TEXT NOT NULL, message TEXT NOT NULL, step_seqs TEXT NOT NULL DEFAULT '[]',
+            detected_ns INTEGER NOT NULL, updated_ns INTEGER NOT NULL, agent TEXT,
+            PRIMARY KEY (tenant_id, finding_id)
+        ) WITHOUT ROWID""")
+    db.execute("CREATE INDEX findings_by_time ON findings (tenant_id, detected_ns DESC, finding_id DESC)")
+    db.execute("CREATE INDEX findings_by_run ON findings (tenant_id, run_id)")
+    db.execute("""
+        CREATE TABLE finding_scans (
+            tenant_id TEXT NOT NULL, run_id TEXT NOT NULL, queued_ns INTEGER NOT NULL,
+            scanned_ns INTEGER, run_updated_ns INTEGER, PRIMARY KEY (tenant_id, run_id)
+        ) WITHOUT ROWID""")
+    db.execute("CREATE INDEX finding_scans_queue ON finding_scans (queued_ns) WHERE scanned_ns IS NULL")
+    db.execute("CREATE INDEX runs_running ON runs (last_end_ns) WHERE status = 'running'")
+    db.execute("""
+        CREATE TABLE feedback (
+            feedback_id TEXT PRIMARY KEY, tenant_id TEXT NOT NULL, run_id TEXT NOT NULL, score REAL,
+            label TEXT, comment TEXT, created_ns INTEGER NOT NULL, created_by TEXT NOT NULL
+        )""")
+    db.execute("CREATE INDEX feedback_by_time ON feedback (tenant_id, created_ns DESC, feedback_id DESC)")
+    db.execute("CREATE INDEX feedback_by_run ON feedback (tenant_id, run_id)")
