@@ -225,3 +225,22 @@ def m008_analytics(db: Database) -> None:
         )""")
     db.execute("CREATE INDEX feedback_by_time ON feedback (tenant_id, created_ns DESC, feedback_id DESC)")
     db.execute("CREATE INDEX feedback_by_run ON feedback (tenant_id, run_id)")
+
+
+@migrations()
+def m009_run_seals(db: Database) -> None:
+    """Run seals (``server/sealing.py``): the seal audit rows by run and by tenant, and each run's last sealed head.
+
+    ``run_seals`` only schedules sealing (which runs have a head not sealed yet); verification never trusts it
+    and reads the signed seals from the hash-chained audit log instead.
+    """
+    db.execute("CREATE INDEX audit_by_target ON audit_log (tenant_id, action, target, id)")
+    db.execute("""
+        CREATE TABLE run_seals (
+            tenant_id TEXT NOT NULL, run_id TEXT NOT NULL, head_hash TEXT NOT NULL, step_count INTEGER NOT NULL,
+            audit_id INTEGER NOT NULL, sealed_ns INTEGER NOT NULL, PRIMARY KEY (tenant_id, run_id)
+        ) WITHOUT ROWID""")
+    db.execute("""
+        CREATE TABLE seal_tips (
+            tenant_id TEXT PRIMARY KEY, seal_hash TEXT NOT NULL, audit_id INTEGER NOT NULL
+        ) WITHOUT ROWID""")
