@@ -83,7 +83,8 @@ def _update_run(db: Database, key: tuple[str, str], batch: Batch, prices: PriceT
     tenant, run_id = key
     loaded = _load(db, tenant, run_id)
     row = loaded or _new_row(tenant, batch.projects.get(key, ""), run_id, now)
-    before = loaded["status"] if loaded else None
+    # A run created earlier in this same batch keeps its "before" (None): it is new to the batch's readers.
+    before = batch.transitions[key][0] if key in batch.transitions else (loaded["status"] if loaded else None)
     for t, _, summary in batch.summaries:
         if t == tenant and summary["run_id"] == run_id:
             _merge_summary(row, summary)
