@@ -102,6 +102,28 @@ class Settings:
     signing_key_path: Path | None = None
     """TRACEWARD_SIGNING_KEY_PATH: PEM file of the Ed25519 DecisionToken keys (default <data dir>/signing-keys.pem,
     created with mode 0600 on first start)."""
+    seal_idle_s: float = 900.0
+    """TRACEWARD_SEAL_IDLE_S: a run without new steps for this long has its head sealed (signed, audited) even if
+    it never reaches a final status; final runs are sealed at once."""
+    seal_interval_s: float = 60.0
+    """TRACEWARD_SEAL_INTERVAL_S: how often the idle-run sealing job looks for such runs (0 = never)."""
+    forward_endpoint: str | None = None
+    """TRACEWARD_FORWARD_ENDPOINT: downstream OTLP endpoint that receives every accepted span, redacted
+    (``host:port`` for grpc, a URL for http; ``/v1/traces`` is appended when missing). Unset = no forwarding."""
+    forward_protocol: str = "grpc"
+    """TRACEWARD_FORWARD_PROTOCOL: ``grpc`` or ``http`` (OTLP/HTTP protobuf)."""
+    forward_headers: str | None = None
+    """TRACEWARD_FORWARD_HEADERS: ``key=value,key2=value2`` sent with every forwarded export (e.g. credentials)."""
+    forward_queue_max_bytes: int = 256 * 1024 * 1024
+    """TRACEWARD_FORWARD_QUEUE_MAX_BYTES: bound of the on-disk forwarding queue; when full the OLDEST queued
+    exports are dropped (counted and logged) so that ingest never blocks on the downstream."""
+    forward_max_backoff_s: float = 30.0
+    """TRACEWARD_FORWARD_MAX_BACKOFF_S: longest wait between retries while the downstream fails."""
+    forward_timeout_s: float = 10.0
+    """TRACEWARD_FORWARD_TIMEOUT_S: timeout of one forwarded export."""
+    redaction: str = "on"
+    """TRACEWARD_REDACTION: ``on`` (default). ``off`` exists only to measure redaction's cost in the ingest
+    benchmark — never use it in production: raw secrets would reach the disk."""
 
     def __post_init__(self) -> None:
         for name in ("grpc_port", "otlp_http_port", "http_port"):
@@ -114,6 +136,7 @@ class Settings:
         if self.flush_interval_s <= 0:
             raise ConfigError(f"{ENV_PREFIX}FLUSH_INTERVAL_S={self.flush_interval_s}: must be positive")
         self._check_auth_and_limits()
+        self._check_integrity_and_forwarding()
 
     def _check_auth_and_limits(self) -> None:
         for name in ("rate_limit_ingest_per_min", "rate_limit_viewer_per_min", "rate_limit_approver_per_min",
@@ -133,6 +156,17 @@ class Settings:
             raise ConfigError(f"{ENV_PREFIX}JWT_HS256_SECRET: at least 32 bytes")
         if self.jwt_enabled and not (self.jwt_issuer and self.jwt_audience):
             raise ConfigError(f"{ENV_PREFIX}JWT_ISSUER and {ENV_PREFIX}JWT_AUDIENCE are required with JWT keys")
+
+    def _check_integrity_and_forwarding(self) -> None:
+        for name in ("seal_idle_s", "seal_interval_s", "forward_max_backoff_s"):
+            if getattr(self, name) < 0:
+                raise ConfigError(f"{ENV_PREFIX}{name.upper()}={getattr(self, name)}: must be >= 0")
+        if self.forward_queue_max_bytes <= 0 or self.forward_timeout_s <= 0:
+            raise ConfigError(f"{ENV_PREFIX}FORWARD_QUEUE_MAX_BYTES / {ENV_PREFIX}FORWARD_TIMEOUT_S: must be positive")
+        if self.forward_protocol not in ("grpc", "http"):
+            raise ConfigError(f"{ENV_PREFIX}FORWARD_PROTOCOL={self.forward_protocol!r}: grpc or http")
+        if self.redaction not in ("on", "off"):
+            raise ConfigError(f"{ENV_PREFIX}REDACTION={self.redaction!r}: on or off")
 
     @property
     def jwt_enabled(self) -> bool:
@@ -169,6 +203,11 @@ class Settings:
     def signing_key_file(self) -> Path:
         """PEM file of the DecisionToken signing keys."""
         return self.signing_key_path or self.data_dir / "signing-keys.pem"
+
+    @property
+    def forward_queue_dir(self) -> Path:
+        """The on-disk forwarding queue (one file per queued export)."""
+        return self.data_dir / "forward-queue"
 
     @property
     def ratelimit_path(self) -> Path:
