@@ -125,6 +125,18 @@ class Settings:
     """TRACEWARD_REDACTION: ``on`` (default). ``off`` exists only to measure redaction's cost in the ingest
     benchmark — never use it in production: raw secrets would reach the disk."""
 
+    metrics_public: bool | None = None
+    """TRACEWARD_METRICS_PUBLIC: serve GET /metrics without credentials (unset: only when ``host`` is a loopback
+    address, as Prometheus scrapers rarely send bearer tokens); when false it needs an admin credential."""
+    metrics_max_agents: int = 50
+    """TRACEWARD_METRICS_MAX_AGENTS: distinct ``agent`` label values in /metrics; later agents count as ``other``."""
+    events_retention_s: float = 86_400.0
+    """TRACEWARD_EVENTS_RETENTION_S: how long the live stream's events stay resumable (default 24 h)."""
+    events_heartbeat_s: float = 15.0
+    """TRACEWARD_EVENTS_HEARTBEAT_S: idle seconds after which the event stream sends a comment line (heartbeat)."""
+    findings_idle_s: float = 900.0
+    """TRACEWARD_FINDINGS_IDLE_S: a running run without activity this long is scanned (``abrupt_end``)."""
+
     def __post_init__(self) -> None:
         for name in ("grpc_port", "otlp_http_port", "http_port"):
             port = getattr(self, name)
@@ -150,6 +162,9 @@ class Settings:
         if self.approval_timeout_s <= 0 or not 0 < self.decision_token_ttl_s <= 86_400:
             raise ConfigError(f"{ENV_PREFIX}APPROVAL_TIMEOUT_S={self.approval_timeout_s} / {ENV_PREFIX}"
                               f"DECISION_TOKEN_TTL_S={self.decision_token_ttl_s}: must be positive (TTL ≤ 86400)")
+        for name in ("metrics_max_agents", "events_retention_s", "events_heartbeat_s", "findings_idle_s"):
+            if getattr(self, name) <= 0:
+                raise ConfigError(f"{ENV_PREFIX}{name.upper()}={getattr(self, name)}: must be positive")
         if self.rate_limit_store not in ("memory", "sqlite"):
             raise ConfigError(f"{ENV_PREFIX}RATE_LIMIT_STORE={self.rate_limit_store!r}: memory or sqlite")
         if self.jwt_hs256_secret is not None and len(self.jwt_hs256_secret.encode()) < 32:
@@ -183,6 +198,13 @@ class Settings:
                 values[f.name] = _parse(f.name, f.type, raw)
         values.update({k: v for k, v in overrides.items() if v is not None})
         return cls(**values)
+
+    @property
+    def metrics_are_public(self) -> bool:
+        """Whether GET /metrics is public (TRACEWARD_METRICS_PUBLIC, else: the server binds loopback only)."""
+        if self.metrics_public is not None:
+            return self.metrics_public
+        return self.host in ("127.0.0.1", "::1", "localhost") or self.host.startswith("127.")
 
     @property
     def wal_dir(self) -> Path:
