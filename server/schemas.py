@@ -7,6 +7,7 @@ UTC with nanosecond precision; ``*_ns`` integer twins are included so nothing is
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Any
 
@@ -15,6 +16,7 @@ import orjson
 
 from otlp_receiver.errors import InvalidInputError
 from otlp_receiver.model import Run
+from otlp_receiver.store.findings import StoredFinding
 
 _NS = 1_000_000_000
 
@@ -86,6 +88,18 @@ def step_to_json(row: dict[str, Any], *, orphan: bool = False) -> dict[str, Any]
         "decision_token_id": row["decision_token_id"], "binding": row["binding"],
     }
 
+
+def finding_to_json(f: StoredFinding, *, step_cursor: Callable[[int], str]) -> dict[str, Any]:
+    """A stored finding → the API object; ``steps`` link each step it is about (a one-step page of
+    ``GET /v1/runs/{run_id}/steps`` starting at that seq; ``step_cursor(seq)`` is the cursor after ``seq``)."""
+    return {
+        "finding_id": f.finding_id, "run_id": f.run_id, "kind": f.kind, "severity": f.severity,
+        "message": f.message, "agent": f.agent, "detected_at": rfc3339(f.detected_ns), "detected_at_ns": f.detected_ns,
+        "step_seqs": list(f.step_seqs),
+        "steps": [{"seq": seq, "href": f"/v1/runs/{f.run_id}/steps?limit=1&cursor={step_cursor(seq - 1)}"}
+                  for seq in f.step_seqs],
+        "run_href": f"/v1/runs/{f.run_id}",
+    }
 
 # -- request bodies ------------------------------------------------------------------------------------------
 

@@ -11,11 +11,20 @@ from litestar.params import Parameter
 
 from otlp_receiver.errors import InvalidInputError, NotFoundError
 from otlp_receiver.model import RunStatus, StepType
+from otlp_receiver.store.findings import run_findings
 from otlp_receiver.store.index import RunFilters
 from server.auth import current_principal
 from server.routes import ingest
 from server.runtime import Runtime
-from server.schemas import AppendSteps, CreateRun, FinishRun, parse_time, run_to_json, step_to_json
+from server.schemas import (
+    AppendSteps,
+    CreateRun,
+    FinishRun,
+    finding_to_json,
+    parse_time,
+    run_to_json,
+    step_to_json,
+)
 
 READ = {"permission": "read"}
 INGEST = {"permission": "ingest"}
@@ -82,11 +91,13 @@ class RunsController(Controller):
 
     @get("/{run_id:str}", summary="Get one run", opt=READ, sync_to_thread=True)
     def get_run(self, request: Request[Any, Any, Any], runtime: Runtime, run_id: str) -> dict[str, Any]:
-        """The Run object."""
-        run = runtime.index.get_run(current_principal(request).tenant_id, ingest.normalise_run_id(run_id))
+        """The Run object, with the findings of the failure scan (``findings``)."""
+        tenant = current_principal(request).tenant_id
+        run = runtime.index.get_run(tenant, ingest.normalise_run_id(run_id))
         if run is None:
             raise NotFoundError(f"run {run_id} not found")
-        return run_to_json(run)
+        findings = [finding_to_json(f, step_cursor=encode_seq_cursor) for f in run_findings(runtime.index, tenant, run.run_id)]
+        return {**run_to_json(run), "findings": findings}
 
     @get("/{run_id:str}/steps", summary="List a run's steps in seq order", opt=READ, sync_to_thread=True)
     def list_steps(
