@@ -29,6 +29,7 @@ from server.routes.ingest import normalise_run_id
 from server.runtime import Runtime, load_diff_profiles
 from server.settings import Settings
 from server.steps import read_run
+from server.verify_commands import add_commands as add_verify_commands
 
 logger = logging.getLogger("traceward")
 
@@ -81,6 +82,7 @@ def _parser() -> argparse.ArgumentParser:
     _settings_flags(ret)
     ret.add_argument("--tenant", default=None, help="only this tenant (default: every tenant)")
     ret.set_defaults(func=_run_retention)
+    add_verify_commands(sub, admin_sub)
     return parser
 
 

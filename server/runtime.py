@@ -31,6 +31,7 @@ from server.governance_wiring import governance_from_settings
 from server.ratelimit import RateLimiter, limited_ingest_identity
 from server.redaction import TenantRedaction, load_master_key, load_policy_doc
 from server.retention import RetentionJob
+from server.sealing import RunSealer
 from server.settings import Settings
 from server.steps import RunStepCache
 
@@ -53,7 +54,7 @@ class Runtime:
         self.redaction = TenantRedaction(load_policy_doc(settings.redaction_file),
                                          load_master_key(settings.data_dir / "redaction.key"))
         self.pipeline = IngestPipeline(self.wal, self.sequencer, bind=self.governance.bind,
-                                       redact=self.redaction)
+                                       redact=self.redaction if settings.redaction == "on" else None)
         self.flusher = Flusher(self.wal, self.index, self.steps, self.sequencer, self.prices,
                                interval_s=settings.flush_interval_s)
         self.keys = KeyStore(self.index)
@@ -62,6 +63,9 @@ class Runtime:
         self.authenticator = Authenticator(self.keys, jwt_verifier(settings))
         self.limiter = RateLimiter.from_settings(settings)
         self.audit = AuditLog(self.index)
+        self.sealer = RunSealer(self.index, self.audit, lambda: self.governance.keys, idle_s=settings.seal_idle_s,
+                                interval_s=settings.seal_interval_s)
+        self.flusher.hooks.append(self.sealer.hook)  # a run's seal commits with the batch that finished it
         self.retention = RetentionJob(
             self.index, self.steps, self.audit, default_days=settings.retention_days,
             audit_days=settings.audit_retention_days, interval_s=settings.retention_interval_s,
@@ -78,6 +82,7 @@ class Runtime:
         self.flusher.start()
         self.governance.start()
         self.retention.start()
+        self.sealer.start()
         if grpc:
             servicer = TraceServicer(limited_ingest_identity(self.authenticator, self.limiter), self.ingest_spans)
             self.grpc_server, self.grpc_port = start_grpc_server(
@@ -89,6 +94,7 @@ class Runtime:
         if self.grpc_server is not None:
             self.grpc_server.stop(grace=5).wait()
         self.retention.stop()
+        self.sealer.stop()
         self.governance.stop()
         self.flusher.stop()
         self.wal.close()

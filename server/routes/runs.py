@@ -25,6 +25,7 @@ from server.schemas import (
     run_to_json,
     step_to_json,
 )
+from server.verify import Verifier, verify_run_audited
 
 READ = {"permission": "read"}
 INGEST = {"permission": "ingest"}
@@ -118,6 +119,15 @@ class RunsController(Controller):
         steps = [step_to_json(r, orphan=r["span_id"] in orphans) for r in page]
         next_cursor = encode_seq_cursor(page[-1]["seq"]) if len(rows) > limit else None
         return {"run_id": run_id, "steps": steps, "next_cursor": next_cursor}
+
+    @get("/{run_id:str}/verify", summary="Verify a run's hash chain against the run index and its signed seal",
+         opt=READ, sync_to_thread=True)
+    def verify_run(self, request: Request[Any, Any, Any], runtime: Runtime, run_id: str) -> dict[str, Any]:
+        """{ok, steps_checked, head_hash, first_break: {seq, reason} | null, sealed, seal_ok}; failures are audited."""
+        principal = current_principal(request)
+        verifier = Verifier(runtime.index, runtime.steps, runtime.governance.keys.public_keys)
+        return verify_run_audited(verifier, runtime.audit, principal.tenant_id, ingest.normalise_run_id(run_id),
+                                  actor=principal.actor, source="api").to_json()
 
 
     @post("/", summary="Create a run (REST ingest)", opt=INGEST, sync_to_thread=True, status_code=201)
