@@ -84,30 +84,36 @@ def health_pulse(
     runs: pl.LazyFrame, steps: pl.LazyFrame, *, now_ns: int, pending_approvals: int
 ) -> HealthPulse:
     """The health pulse at ``now_ns``."""
-    last_hour = summarize(
+    hour = summarize(
         runs, steps, filters=Filters(started_after_ns=now_ns - HOUR_NS, started_before_ns=now_ns)
-    )
-    hour = last_hour.row(0, named=True)
+    ).row(0, named=True)
     facts = _run_facts(runs, now_ns)
     p90_s = None if hour["run_p90_ms"] is None else hour["run_p90_ms"] / 1000
+    violations, stalled, rate = hour["policy_violations"], facts["stalled"], hour["error_rate"]
     fields = (
         HealthField("agents", str(facts["agents"]), facts["agents"], GREEN),
-        HealthField("error_rate", _percent(hour["error_rate"]), hour["error_rate"], _color(hour["error_rate"], ERROR_RATE_YELLOW, ERROR_RATE_RED)),
-        HealthField("latency_p90", _seconds(p90_s), p90_s, _color(p90_s, LATENCY_P90_YELLOW_S, LATENCY_P90_RED_S)),
+        HealthField("error_rate", _percent(rate), rate, _color(rate, ERROR_RATE_YELLOW, ERROR_RATE_RED)),
+        HealthField(
+            "latency_p90", _seconds(p90_s), p90_s, _color(p90_s, LATENCY_P90_YELLOW_S, LATENCY_P90_RED_S)
+        ),
         HealthField("cost_today", f"${facts['cost_today']:,.2f}", facts["cost_today"], _cost_color(facts)),
-        HealthField("approvals_waiting", str(pending_approvals), pending_approvals, _color(pending_approvals, APPROVALS_YELLOW, APPROVALS_RED)),
-        HealthField("stalled_runs", str(facts["stalled"]), facts["stalled"], _color(facts["stalled"], STALLED_YELLOW, STALLED_RED)),
-        HealthField("policy_violations", str(hour["policy_violations"]), hour["policy_violations"], _color(hour["policy_violations"], VIOLATIONS_YELLOW, VIOLATIONS_RED)),
-    )  # fmt: skip
+        _count_field("approvals_waiting", pending_approvals, APPROVALS_YELLOW, APPROVALS_RED),
+        _count_field("stalled_runs", stalled, STALLED_YELLOW, STALLED_RED),
+        _count_field("policy_violations", violations, VIOLATIONS_YELLOW, VIOLATIONS_RED),
+    )
     status = max((f.color for f in fields), key=_RANK.__getitem__)
     return HealthPulse(status, fields, _sentence(hour, facts, p90_s, pending_approvals))
+
+
+def _count_field(key: str, count: int, yellow: int, red: int) -> HealthField:
+    return HealthField(key, str(count), count, _color(count, yellow, red))
 
 
 def _run_facts(runs: pl.LazyFrame, now_ns: int) -> dict[str, Any]:
     """Active agents (last hour), spend today and over the 7 days before, stalled runs."""
     started, midnight = pl.col("started_ns"), now_ns // DAY_NS * DAY_NS
     cost = pl.col("cost_usd")
-    row = (
+    return (
         runs.select(
             agents=pl.col("agent")
             .filter((started >= now_ns - HOUR_NS) & (started < now_ns))
@@ -120,7 +126,6 @@ def _run_facts(runs: pl.LazyFrame, now_ns: int) -> dict[str, Any]:
         .collect()
         .row(0, named=True)
     )
-    return row
 
 
 def _color(value: float | None, yellow: float, red: float) -> str:
