@@ -14,9 +14,12 @@ from litestar.openapi.spec import Components, SecurityScheme
 
 from server.auth import PUBLIC, permission_guard
 from server.errors import EXCEPTION_HANDLERS
+from server.metrics import metrics_middleware, metrics_route
 from server.ratelimit import rate_limit_headers, rate_limit_middleware
 from server.routes.admin import AdminController, AuditController, KeysController
+from server.routes.analytics import ANALYTICS_HANDLERS
 from server.routes.diff import DiffController
+from server.routes.events import stream_events
 from server.routes.governance import GOVERNANCE_HANDLERS
 from server.routes.ingest import OtlpHttpController
 from server.routes.runs import RunsController
@@ -42,7 +45,7 @@ def _base(runtime: Runtime, handlers: list[Any], *, openapi: bool) -> Litestar:
         route_handlers=handlers,
         dependencies={"runtime": Provide(lambda: runtime, sync_to_thread=False)},
         guards=[permission_guard],
-        middleware=[rate_limit_middleware],
+        middleware=[metrics_middleware, rate_limit_middleware],
         before_send=[rate_limit_headers],
         exception_handlers=EXCEPTION_HANDLERS,
         openapi_config=openapi_config,
@@ -55,7 +58,8 @@ def _base(runtime: Runtime, handlers: list[Any], *, openapi: bool) -> Litestar:
 
 def create_app(runtime: Runtime) -> Litestar:
     """The API app served on the HTTP port."""
-    return _base(runtime, [healthz, RunsController, DiffController, OtlpHttpController, *GOVERNANCE_HANDLERS, KeysController, AuditController,
+    analytics = [*ANALYTICS_HANDLERS, stream_events, metrics_route(public=runtime.settings.metrics_are_public)]
+    return _base(runtime, [*analytics, healthz, RunsController, DiffController, OtlpHttpController, *GOVERNANCE_HANDLERS, KeysController, AuditController,
                            AdminController], openapi=True)
 
 

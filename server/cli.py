@@ -9,6 +9,7 @@ import os
 import shutil
 import signal
 import sys
+import time
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -24,6 +25,7 @@ from otlp_receiver.store.index import RunIndex
 from otlp_receiver.store.keys import KeyStore
 from otlp_receiver.store.steps import StepTable
 from server.app import create_app, create_otlp_http_app
+from server.export import ExportRequest, main_export, parse_when
 from server.retention import RetentionJob
 from server.routes.ingest import normalise_run_id
 from server.runtime import Runtime, load_diff_profiles
@@ -82,6 +84,15 @@ def _parser() -> argparse.ArgumentParser:
     _settings_flags(ret)
     ret.add_argument("--tenant", default=None, help="only this tenant (default: every tenant)")
     ret.set_defaults(func=_run_retention)
+    exp = sub.add_parser("export", help="export a tenant's steps (or runs) in a time range to Parquet or JSON Lines")
+    _settings_flags(exp)
+    exp.add_argument("--since", required=True, help="RFC 3339, integer ns, or a duration back from now (24h, 7d)")
+    exp.add_argument("--until", default=None, help="RFC 3339, integer ns or a duration back from now (default: now)")
+    exp.add_argument("--format", choices=("parquet", "jsonl"), default="parquet")
+    exp.add_argument("--table", choices=("steps", "runs"), default="steps")
+    exp.add_argument("--tenant", default=None, help="tenant id (default: TRACEWARD_DEFAULT_TENANT)")
+    exp.add_argument("--out", type=Path, required=True, help="the file to write")
+    exp.set_defaults(func=_export)
     add_verify_commands(sub, admin_sub)
     return parser
 
@@ -149,6 +160,17 @@ def _bootstrap_tenant(args: argparse.Namespace) -> int:
     return 0
 
 
+def _export(args: argparse.Namespace) -> int:
+    settings = _settings(args)
+    index = RunIndex(settings.index_path)  # not a Runtime: never touch a running server's WAL
+    now = time.time_ns()
+    request = ExportRequest(
+        tenant_id=args.tenant or settings.default_tenant, since_ns=parse_when(args.since, field="since", now_ns=now),
+        until_ns=parse_when(args.until, field="until", now_ns=now) if args.until else now + 1,
+        format=args.format, out=args.out, table=args.table)
+    return main_export(index, StepTable(settings.steps_path), request)
+
+
 def _run_retention(args: argparse.Namespace) -> int:
     settings = _settings(args)
     index = RunIndex(settings.index_path)  # not a Runtime: never touch a running server's WAL
@@ -202,7 +224,7 @@ async def _serve_http(runtime: Runtime) -> None:
     ]
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
-        loop.add_signal_handler(sig, lambda: [setattr(srv, "should_exit", True) for srv in servers])
+        loop.add_signal_handler(sig, lambda: [runtime.closing.set(), *(setattr(srv, "should_exit", True) for srv in servers)])
     for srv in servers:
         srv.install_signal_handlers = lambda: None  # type: ignore[method-assign]  # we handle signals once, above
     await asyncio.gather(*(srv.serve() for srv in servers))
