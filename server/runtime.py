@@ -8,26 +8,33 @@ a started Runtime.
 from __future__ import annotations
 
 import logging
+import threading
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 import grpc
 import yaml
 
 from diff.normalize import Profile, load_profiles
 from otlp_receiver.errors import ConfigError, OverloadedError
-from otlp_receiver.flusher import Flusher
+from otlp_receiver.flusher import Batch, Flusher
 from otlp_receiver.ingest import IngestPipeline, IngestResult, Sequencer
 from otlp_receiver.model import Span
 from otlp_receiver.pricing import PriceTable
-from otlp_receiver.service import IngestIdentity, TraceServicer, start_grpc_server
+from otlp_receiver.service import IngestIdentity, start_grpc_server
 from otlp_receiver.store.audit import AuditLog
+from otlp_receiver.store.events import record_flush_events
+from otlp_receiver.store.findings import queue_finished_runs
 from otlp_receiver.store.index import RunIndex
 from otlp_receiver.store.keys import KeyRecord, KeyStore
 from otlp_receiver.store.steps import StepTable
 from otlp_receiver.wal import WriteAheadLog
 from server.auth import Authenticator, jwt_verifier
+from server.forwarding import forwarder_from_settings
+from server.findings_job import FindingsJob
 from server.governance_wiring import governance_from_settings
+from server.metrics import Metrics, ObservedTraceServicer, StoreCollector
 from server.ratelimit import RateLimiter, limited_ingest_identity
 from server.redaction import TenantRedaction, load_master_key, load_policy_doc
 from server.retention import RetentionJob
@@ -53,8 +60,10 @@ class Runtime:
             settings, self.index, lambda tenant, project, drafts: self.pipeline.ingest_drafts(tenant, project, drafts))
         self.redaction = TenantRedaction(load_policy_doc(settings.redaction_file),
                                          load_master_key(settings.data_dir / "redaction.key"))
+        self.forwarder = forwarder_from_settings(settings)  # redacted spans to a downstream OTLP endpoint
         self.pipeline = IngestPipeline(self.wal, self.sequencer, bind=self.governance.bind,
-                                       redact=self.redaction if settings.redaction == "on" else None)
+                                       redact=self.redaction if settings.redaction == "on" else None,
+                                       on_accepted=self.forwarder.enqueue if self.forwarder else None)
         self.flusher = Flusher(self.wal, self.index, self.steps, self.sequencer, self.prices,
                                interval_s=settings.flush_interval_s)
         self.keys = KeyStore(self.index)
@@ -70,10 +79,30 @@ class Runtime:
             self.index, self.steps, self.audit, default_days=settings.retention_days,
             audit_days=settings.audit_retention_days, interval_s=settings.retention_interval_s,
             drain=lambda: self.flusher.wait_flushed(self.wal.end_position()))
+        self._wire_analytics(settings)
         self.grpc_server: grpc.Server | None = None
         self.grpc_port = 0
         self.spans_accepted = 0
         self.spans_duplicate = 0
+
+    def _wire_analytics(self, settings: Settings) -> None:
+        """Metrics, the event log and the findings scan (issue 7): hooks commit with each batch."""
+        self.metrics = Metrics(max_agents=settings.metrics_max_agents)
+        self.metrics.registry.register(StoreCollector(
+            self.index, wal_depth=lambda: self.wal.bytes_after(self.flusher.checkpoint()), wal_size=self.wal.size_bytes))
+        self.findings_job = FindingsJob(
+            self.index, self.steps, idle_window_s=settings.findings_idle_s,
+            events_retention_s=settings.events_retention_s,
+            on_findings=lambda new: [self.metrics.findings.labels(f.kind).inc() for f in new])
+        self.flusher.hooks.extend((record_flush_events, queue_finished_runs))
+        self.flusher.listeners.append(self._after_flush)
+        self.health_cache: dict[str, tuple[float, dict[str, Any]]] = {}
+        self.closing = threading.Event()
+        """Set when the server shuts down: open event streams end."""
+
+    def _after_flush(self, batch: Batch) -> None:
+        self.metrics.observe_batch(self.index, batch, self.flusher.last_flush_s)
+        self.findings_job.wake()
 
     # -- lifecycle -------------------------------------------------------------------------------------------
 
@@ -83,29 +112,44 @@ class Runtime:
         self.governance.start()
         self.retention.start()
         self.sealer.start()
+        if self.forwarder is not None:
+            self.forwarder.start()
+        self.findings_job.start()
         if grpc:
-            servicer = TraceServicer(limited_ingest_identity(self.authenticator, self.limiter), self.ingest_spans)
+            servicer = ObservedTraceServicer(self.metrics, limited_ingest_identity(self.authenticator, self.limiter),
+                                             self.ingest_spans)
             self.grpc_server, self.grpc_port = start_grpc_server(
                 servicer, host=self.settings.host, port=self.settings.grpc_port,
                 max_message_bytes=self.settings.max_message_bytes, max_workers=self.settings.grpc_workers)
 
     def stop(self) -> None:
         """Stop accepting, then flush what was accepted."""
+        self.closing.set()
         if self.grpc_server is not None:
             self.grpc_server.stop(grace=5).wait()
         self.retention.stop()
         self.sealer.stop()
         self.governance.stop()
         self.flusher.stop()
+        if self.forwarder is not None:
+            self.forwarder.stop()  # what is still queued stays on disk for the next start
+        self.findings_job.stop()
         self.wal.close()
+
+    @property
+    def forward_queue_depth(self) -> int:
+        """Exports waiting in the forwarding queue (0 when forwarding is off)."""
+        return self.forwarder.forward_queue_depth if self.forwarder is not None else 0
 
     # -- ingest ----------------------------------------------------------------------------------------------
 
     def ingest_spans(self, identity: IngestIdentity, spans: Sequence[Span]) -> IngestResult:
         """The OTLP sink: shed load when the flusher is far behind, else make spans durable."""
         if self.wal.bytes_after(self.flusher.checkpoint()) > self.settings.wal_max_bytes:
+            self.metrics.observe_rejected_spans(len(spans), "overloaded")
             raise OverloadedError("ingest backlog is full; retry later", retry_after_s=2.0)
         result = self.pipeline.ingest_spans(identity.tenant_id, identity.project_id, spans)
+        self.metrics.observe_ingest(result)
         self.spans_accepted += result.accepted
         self.spans_duplicate += result.duplicates
         return result

@@ -1,0 +1,162 @@
+"""The findings job: runs ``analysis.findings`` over finished (and idle) runs in the background.
+
+Finished runs are queued by a flusher transactional hook (``queue_finished_runs``), atomically with
+the batch that finished them; the flusher's listener wakes this thread. Each round takes up to
+``batch_runs`` queued runs, loads them per tenant (one SQL query for the runs, one Parquet scan of
+the days that hold their steps), scans them in one prepared batch (``scan_runs``) and stores the
+findings with their ``finding.raised`` events in one transaction. Finding ids are deterministic, so
+scanning a run twice (a crash between the scan and its commit, or an idle run that finishes later)
+refreshes findings instead of duplicating them.
+
+Every ``idle_check_s`` the job also queues running runs idle past ``idle_window_s`` (``abrupt_end``),
+and prunes events older than the stream's retention. Per-agent baselines (p99 cost and duration of
+the last 7 days) are cached per tenant for ``BASELINE_TTL_S``.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections import defaultdict
+from collections.abc import Callable
+from typing import Final
+
+import polars as pl
+
+from analysis.findings import Baseline, Finding, agent_baselines, scan_runs
+from otlp_receiver.errors import StorageError
+from otlp_receiver.store.events import prune_events
+from otlp_receiver.store.findings import (
+    QueuedScan,
+    StoredFinding,
+    prune_scans,
+    queue_idle_runs,
+    queued_scans,
+    save_scan,
+)
+from otlp_receiver.store.frames import RunScope, load_runs, runs_frame
+from otlp_receiver.store.index import RunIndex
+from otlp_receiver.store.steps import StepTable
+
+logger = logging.getLogger(__name__)
+
+BASELINE_WINDOW_NS: Final = 7 * 86_400 * 10**9
+BASELINE_TTL_S: Final = 300.0
+_SCAN_MARK_TTL_NS: Final = 86_400 * 10**9
+_IN_CHUNK: Final = 500
+
+
+class FindingsJob:
+    """Background scanner of queued runs (one daemon thread)."""
+
+    def __init__(self, index: RunIndex, steps: StepTable, *, idle_window_s: float, events_retention_s: float,
+                 idle_check_s: float = 30.0, batch_runs: int = 500,
+                 on_findings: Callable[[list[StoredFinding]], None] | None = None) -> None:
+        self.index, self.steps = index, steps
+        self.idle_window_ns = int(idle_window_s * 1e9)
+        self.events_retention_ns = int(events_retention_s * 1e9)
+        self.idle_check_s, self.batch_runs = idle_check_s, batch_runs
+        self.on_findings = on_findings
+        self._baselines: dict[str, tuple[float, dict[str, Baseline]]] = {}
+        self._wake = threading.Event()
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+        self._last_housekeeping = 0.0
+
+    # -- lifecycle -------------------------------------------------------------------------------------------
+
+    def start(self) -> None:
+        """Start the daemon thread."""
+        self._thread = threading.Thread(target=self._loop, name="traceward-findings", daemon=True)
+        self._thread.start()
+
+    def stop(self) -> None:
+        """Stop after the current round."""
+        self._stop.set()
+        self._wake.set()
+        if self._thread is not None:
+            self._thread.join(timeout=30)
+
+    def wake(self, *_: object) -> None:
+        """Ask for a round now (the flusher's listener)."""
+        self._wake.set()
+
+    def _loop(self) -> None:
+        while not self._stop.is_set():
+            try:
+                if self.run_once() < self.batch_runs:  # a full round: the queue may hold more
+                    self._wake.wait(1.0)
+                    self._wake.clear()
+                if time.monotonic() - self._last_housekeeping >= self.idle_check_s:
+                    self.housekeeping()
+            except Exception:  # background boundary: log and keep scanning
+                logger.exception("findings round failed; retrying")
+                self._stop.wait(1.0)
+
+    # -- work ------------------------------------------------------------------------------------------------
+
+    def run_once(self, *, now_ns: int | None = None) -> int:
+        """Scan up to ``batch_runs`` queued runs; returns how many were scanned."""
+        queued = queued_scans(self.index, limit=self.batch_runs)
+        by_tenant: dict[str, list[QueuedScan]] = defaultdict(list)
+        for item in queued:
+            by_tenant[item.tenant_id].append(item)
+        now = time.time_ns() if now_ns is None else now_ns
+        for tenant_id, items in by_tenant.items():
+            self._scan_tenant(tenant_id, items, now)
+        return len(queued)
+
+    def housekeeping(self, *, now_ns: int | None = None) -> None:
+        """Queue idle runs, prune old events and old scan marks."""
+        self._last_housekeeping = time.monotonic()
+        now = time.time_ns() if now_ns is None else now_ns
+        queue_idle_runs(self.index, now_ns=now, idle_ns=self.idle_window_ns)
+        while prune_events(self.index, before_ns=now - self.events_retention_ns) > 0:
+            pass
+        prune_scans(self.index, scanned_before_ns=now - _SCAN_MARK_TTL_NS)
+
+    def _scan_tenant(self, tenant_id: str, items: list[QueuedScan], now_ns: int) -> None:
+        run_ids = [item.run_id for item in items]
+        runs = load_runs(self.index, tenant_id, RunScope(run_ids=run_ids))
+        steps = self._read_steps(tenant_id, run_ids)
+        findings = scan_runs(runs, steps, now_ns=now_ns, idle_window_ns=self.idle_window_ns,
+                             baselines=self._tenant_baselines(tenant_id, now_ns))
+        agents = dict(zip(runs["run_id"].to_list(), runs["agent"].to_list(), strict=True))
+        stored = [_stored(f, agents.get(f.run_id)) for f in findings]
+        new = save_scan(self.index, tenant_id, items, stored, now_ns=now_ns)
+        if new and self.on_findings is not None:
+            self.on_findings(new)
+
+    def _read_steps(self, tenant_id: str, run_ids: list[str]) -> pl.DataFrame:
+        days: set[str] = set()
+        for start in range(0, len(run_ids), _IN_CHUNK):
+            chunk = run_ids[start:start + _IN_CHUNK]
+            rows = self.index.query(f"SELECT DISTINCT day FROM spans WHERE tenant_id = ? AND run_id IN "
+                                    f"({','.join('?' * len(chunk))})", [tenant_id, *chunk])
+            days.update(r["day"] for r in rows)
+        if not days:
+            return self.steps.scan(tenant_id, []).collect()
+        for attempt in (1, 2):
+            try:
+                lf = self.steps.scan(tenant_id, sorted(days))
+                return lf.filter(pl.col("run_id").is_in(run_ids)).collect()
+            except FileNotFoundError:
+                if attempt == 2:  # a compaction vacuumed a listed file twice in a row
+                    raise StorageError("step files changed during the scan; retry") from None
+        raise AssertionError("unreachable")
+
+    def _tenant_baselines(self, tenant_id: str, now_ns: int) -> dict[str, Baseline]:
+        cached = self._baselines.get(tenant_id)
+        if cached is not None and time.monotonic() - cached[0] < BASELINE_TTL_S:
+            return cached[1]
+        runs = runs_frame(self.index, tenant_id, RunScope(started_after_ns=now_ns - BASELINE_WINDOW_NS,
+                                                          started_before_ns=now_ns))
+        baselines = agent_baselines(runs, window_ns=BASELINE_WINDOW_NS, now_ns=now_ns)
+        self._baselines[tenant_id] = (time.monotonic(), baselines)
+        return baselines
+
+
+def _stored(finding: Finding, agent: str | None) -> StoredFinding:
+    return StoredFinding(finding.finding_id, finding.run_id, finding.kind, finding.severity, finding.message,
+                         finding.step_seqs, finding.detected_ns, agent)
