@@ -2,7 +2,9 @@
 
 A run is deleted from both stores: first from the Delta table (delete, then vacuum with zero
 retention so the Parquet files that held its steps are gone from disk), then from SQLite (runs,
-run_models/run_tools/run_tags facets, spans) in one transaction that also appends a tombstone
+run_models/run_tools/run_tags facets, spans, and every other table keyed by ``(tenant_id, run_id)``
+— events, findings, seals scheduling… — found from the schema, so tables added later are covered;
+never ``audit_log``) in one transaction that also appends a tombstone
 per run to the tenant's audit log: ``retention.tombstone`` with the run id, its final chain head
 hash, its step count and the deletion time. Delta goes first on purpose: if the process dies in
 between, the run is still listed in SQLite and the next pass deletes it again (both halves are
@@ -104,7 +106,7 @@ def delete_runs(index: RunIndex, steps: StepTable, audit: AuditLog, tenant_id: s
                              f"WHERE tenant_id = ? AND run_id IN ({marks}) ORDER BY run_id", [tenant_id, *run_ids]))
         step_total = list(db.query(f"SELECT count(*) AS n FROM spans WHERE tenant_id = ? AND run_id IN ({marks})",
                                    [tenant_id, *run_ids]))[0]["n"]
-        for table in _RUN_TABLES:
+        for table in run_keyed_tables(db):
             db.execute(f"DELETE FROM {table} WHERE tenant_id = ? AND run_id IN ({marks})", [tenant_id, *run_ids])
         deleted_at = time.time_ns()
         for run in gone:
@@ -112,6 +114,19 @@ def delete_runs(index: RunIndex, steps: StepTable, audit: AuditLog, tenant_id: s
                          details=_tombstone(run, deleted_at, reason), db=db)
     logger.info("deleted %d runs (%d steps) of tenant %s: %s", len(gone), step_total, tenant_id, reason)
     return DeletedRuns(len(gone), int(step_total), tuple(r["run_id"] for r in gone))
+
+
+def run_keyed_tables(db: Database) -> list[str]:
+    """The core run tables, then every other table with ``tenant_id`` and ``run_id`` columns (never the audit log)."""
+    found = list(_RUN_TABLES)
+    for row in db.query("SELECT name FROM sqlite_master WHERE type = 'table' ORDER BY name"):
+        name = row["name"]
+        if name in found or name == "audit_log" or name.startswith("sqlite_"):
+            continue
+        columns = {c["name"] for c in db.query(f"PRAGMA table_info({name})")}
+        if {"tenant_id", "run_id"} <= columns:
+            found.append(name)
+    return found
 
 
 def _tombstone(run: dict[str, Any], deleted_at: int, reason: str) -> dict[str, Any]:
