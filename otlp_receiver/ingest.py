@@ -54,6 +54,10 @@ Bind = Callable[[str, str, Span], tuple[str | None, str | None]]
 """(tenant_id, project_id, raw span) → (binding, decision_token_id), checked BEFORE redaction so the
 decision token and the recorded tool arguments are seen as the agent sent them. Injected by the server
 (governance's check); (None, None) for spans it has nothing to say about."""
+AcceptedSpans = Callable[[str, Sequence[Span]], None]
+"""(tenant_id, spans) called after an OTLP batch is in the WAL, with the REDACTED spans that were accepted
+(duplicates left out, trace and span ids unchanged). Injected by the server (forwarding downstream); it
+must neither raise nor block on the network."""
 
 _DRAFT_FIELDS = tuple(f.name for f in dataclasses.fields(StepDraft))
 
@@ -73,6 +77,8 @@ class IngestResult:
     accepted: int
     duplicates: int
     wal_position: int
+    accepted_keys: frozenset[tuple[str, str]] = frozenset()
+    """(run_id, span_id) of the accepted steps, filled only when some of the batch were duplicates."""
 
 
 class Sequencer:
@@ -156,11 +162,12 @@ class IngestPipeline:
     """Redact → map → sequence → WAL, under one lock so seqs reach the log in order."""
 
     def __init__(self, wal: WriteAheadLog, sequencer: Sequencer, *, redact: Redaction | None = None,
-                 bind: Bind | None = None) -> None:
+                 bind: Bind | None = None, on_accepted: AcceptedSpans | None = None) -> None:
         self.wal = wal
         self.sequencer = sequencer
         self.redact = redact
         self.bind = bind
+        self.on_accepted = on_accepted
         self._lock = threading.Lock()
 
     def ingest_spans(self, tenant_id: str, project_id: str, spans: Sequence[Span]) -> IngestResult:
@@ -171,7 +178,13 @@ class IngestPipeline:
         redacted = [self._redact_span(tenant_id, s) for s in spans]
         drafts = [draft for _, draft in redacted]
         summaries = {k: _summary_dict(v) for k, v in summarize_runs([s for s, _ in redacted]).items()}
-        return self._append(tenant_id, project_id, drafts, summaries, bindings)
+        result = self._append(tenant_id, project_id, drafts, summaries, bindings)
+        if self.on_accepted is not None and result.accepted:
+            clean = [s for s, _ in redacted]
+            if result.duplicates:
+                clean = [s for s in clean if (s.trace_id, s.span_id) in result.accepted_keys]
+            self.on_accepted(tenant_id, clean)
+        return result
 
     def ingest_drafts(self, tenant_id: str, project_id: str, drafts: Sequence[StepDraft]) -> IngestResult:
         """Append server-made steps (policy decisions, approvals) to the runs of their trace ids.
@@ -194,7 +207,8 @@ class IngestPipeline:
                       "received_ns": time.time_ns(), "runs": summaries, "items": items}
             position = self.wal.append(orjson.dumps(record))
             self.sequencer.mark_pending(tenant_id, by_run, position)
-        return IngestResult(len(items), len(drafts) - len(items), position)
+        keys = frozenset((item[0], item[2]["span_id"]) for item in items) if len(items) < len(drafts) else frozenset()
+        return IngestResult(len(items), len(drafts) - len(items), position, keys)
 
     def _redact_span(self, tenant_id: str, span: Span) -> tuple[Span, StepDraft]:
         """Redact first, so names, run summaries, error text and payload all derive from safe data.
