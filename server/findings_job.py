@@ -56,7 +56,8 @@ class FindingsJob:
         self.index, self.steps = index, steps
         self.idle_window_ns = int(idle_window_s * 1e9)
         self.events_retention_ns = int(events_retention_s * 1e9)
-        self.idle_check_s, self.batch_runs = idle_check_s, batch_runs
+        self.idle_check_s = min(idle_check_s, idle_window_s)  # look for idle runs at least once a window
+        self.batch_runs = batch_runs
         self.on_findings = on_findings
         self._baselines: dict[str, tuple[float, dict[str, Baseline]]] = {}
         self._wake = threading.Event()

@@ -85,6 +85,17 @@ def _group_by(spec: str | None) -> tuple[str, ...]:
     return validate_group_by([k.strip() for k in (spec or "").split(",") if k.strip()])
 
 
+def _check_buckets(bucket: str, after_ns: int, before_ns: int) -> None:
+    """Refuse a bucket/range mix analysis would refuse, before loading anything for it."""
+    width = aggregate.BUCKETS.get(bucket)
+    if width is None:
+        raise aggregate.AnalysisQueryError(f"unknown bucket {bucket!r}; allowed: {', '.join(aggregate.BUCKETS)}")
+    count = (before_ns - 1) // width - after_ns // width + 1
+    if count > aggregate.MAX_BUCKETS:
+        raise aggregate.AnalysisQueryError(
+            f"{count} buckets of {bucket} is over {aggregate.MAX_BUCKETS}; use a wider bucket or a shorter range")
+
+
 def _frames(runtime: Runtime, tenant: str, filters: Filters) -> tuple[pl.LazyFrame, pl.LazyFrame]:
     """The runs (time range and equality filters in SQL) and the steps of the range's day partitions."""
     scope = RunScope(started_after_ns=filters.started_after_ns, started_before_ns=filters.started_before_ns,
@@ -147,6 +158,7 @@ class AnalyticsController(Controller):
         after, before = _window(started_after, started_before, DEFAULT_WINDOW_NS)
         filters = Filters(started_after_ns=after, started_before_ns=before, agent=agent, service=service,
                           model=model, tool=tool, status=_status(status), environment=environment)
+        _check_buckets(bucket, after, before)
         runs, steps = _frames(runtime, tenant, filters)
         table = aggregate.timeseries(runs, steps, filters=filters, bucket=bucket, group_by=keys)
         return {"range": _range(filters), "bucket": bucket, "group_by": list(keys),
