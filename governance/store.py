@@ -20,7 +20,7 @@ import base64
 import hashlib
 import time
 import uuid
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any
 
@@ -237,6 +237,13 @@ def record_decision(index: RunIndex, tenant_id: str, *, audit: AuditEntry,
         if approval is not None:
             db["approvals"].insert(_approval_row(ApprovalRecord(approval)))
         _audit(db, index, tenant_id, audit)
+
+
+def append_audits(index: RunIndex, entries: Sequence[tuple[str, AuditEntry]]) -> None:
+    """Append a batch of (tenant_id, entry) audit records in one transaction."""
+    with index.transaction() as db:
+        for tenant_id, entry in entries:
+            _audit(db, index, tenant_id, entry)
 
 
 def get_approval(index: RunIndex, tenant_id: str, approval_id: str) -> ApprovalRecord | None:

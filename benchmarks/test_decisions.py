@@ -1,0 +1,129 @@
+"""POST /v1/decisions latency on loopback at ~200 requests/s (target: p99 ≤ 10 ms).
+
+A live `traceward serve` with default settings (WAL fsync on, rate limits on) and an active 40-rule
+policy; an open-loop asyncio client (keep-alive connections) sends a mix of decisions (80 % allow,
+which signs a token; 10 % require_approval, which stores an approval; 10 % deny). Every decision is
+audited and becomes a policy step in its run. Latency is measured from each request's *scheduled*
+send time, so a slow answer that delays the next request is counted (no coordinated omission).
+
+Run for real: pytest benchmarks/test_decisions.py --benchmark-only -s
+"""
+
+from __future__ import annotations
+
+import asyncio
+import random
+import secrets
+import statistics
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+
+from tests.live import ADMIN_KEY, INGEST_KEY, LiveServer
+
+RATE_PER_S = 200
+CONNECTIONS = 8
+P99_TARGET_S = 0.010
+
+
+def _counts(disabled: bool) -> tuple[int, int]:
+    """(warm-up requests, measured requests)."""
+    return (40, 200) if disabled else (400, 6000)
+
+
+def _policy() -> str:
+    rules = [f"""  - id: r{i}
+    match: {{tool: "svc{i}.*", agent: "agent-{i}", args: {{$.amount: {{gt: {i}}}}}}}
+    decision: require_approval
+    reason_code: rule_{i}""" for i in range(36)]
+    rules += ["""  - id: small
+    match: {tool: payments.send, args: {$.amount: {lte: 100}, $.to: {not_in: [mallory]}}}
+    decision: allow
+    reason_code: small""", """  - id: large
+    match: {tool: payments.send, args: {$.amount: {lte: 100000}}}
+    decision: require_approval
+    reason_code: large""", """  - id: docs
+    match: {tool: search_docs}
+    decision: allow
+    reason_code: read""", """  - id: nuke
+    match: {tool: rm_rf}
+    decision: deny
+    reason_code: forbidden"""]
+    return ("default: {decision: deny, reason_code: default_deny}\n"
+            "tools: {\"payments.*\": {action_class: external_write}}\nrules:\n" + "\n".join(rules) + "\n")
+
+
+@pytest.fixture
+def server(tmp_path: Path) -> Iterator[LiveServer]:
+    srv = LiveServer(tmp_path / "data").start()
+    created = srv.post("/v1/policies", key=ADMIN_KEY, content=_policy(), headers={"content-type": "application/yaml"})
+    assert created.status_code == 201, created.text
+    assert srv.post(f"/v1/policies/{created.json()['policy_id']}:activate", key=ADMIN_KEY).status_code == 200
+    yield srv
+    srv.stop()
+
+
+def _bodies(count: int, seed: int) -> list[dict[str, Any]]:
+    rng = random.Random(seed)
+    traces = [secrets.token_hex(16) for _ in range(50)]
+    bodies = []
+    for _ in range(count):
+        roll = rng.random()
+        tool, args = ("payments.send", {"amount": rng.randint(1, 100), "to": "bob", "memo": "invoice 42"})
+        if roll > 0.9:
+            tool, args = "rm_rf", {"path": "/var/data"}
+        elif roll > 0.8:
+            args = {"amount": rng.randint(1000, 5000), "to": "carol"}
+        bodies.append({"tool_name": tool, "args": args, "trace_id": rng.choice(traces),
+                       "span_id": secrets.token_hex(8), "agent": "billing"})
+    return bodies
+
+
+def _paced(url: str, bodies: list[dict[str, Any]]) -> tuple[list[float], float]:
+    """Send at RATE_PER_S (open loop, one asyncio client); (latencies from scheduled send, wall seconds)."""
+    return asyncio.run(_paced_async(url, bodies))
+
+
+async def _paced_async(url: str, bodies: list[dict[str, Any]]) -> tuple[list[float], float]:
+    latencies: list[float] = []
+    limits = httpx.Limits(max_connections=CONNECTIONS, max_keepalive_connections=CONNECTIONS)
+    async with httpx.AsyncClient(base_url=url, headers={"authorization": f"Bearer {INGEST_KEY}"}, timeout=10,
+                                 limits=limits) as http:
+        loop = asyncio.get_running_loop()
+        start = loop.time() + 0.1
+
+        async def worker(k: int) -> None:  # worker k sends requests k, k + CONNECTIONS, ... at their due times
+            for i in range(k, len(bodies), CONNECTIONS):
+                due = start + i / RATE_PER_S
+                await asyncio.sleep(max(0.0, due - loop.time()))
+                response = await http.post("/v1/decisions", json=bodies[i])
+                latencies.append(loop.time() - due)
+                assert response.status_code == 200, response.text
+
+        await asyncio.gather(*(worker(k) for k in range(CONNECTIONS)))
+        return latencies, loop.time() - start
+
+
+def test_decision_latency_at_200_rps(benchmark: Any, server: LiveServer, request: pytest.FixtureRequest) -> None:
+    disabled = request.config.getoption("benchmark_disable")
+    warmup, measured = _counts(disabled)
+    _paced(server.api_url, _bodies(warmup, seed=1))
+    outcome: dict[str, Any] = {}
+
+    def run() -> None:
+        outcome["latencies"], outcome["seconds"] = _paced(server.api_url, _bodies(measured, seed=2))
+
+    benchmark.pedantic(run, rounds=1, iterations=1)
+    latencies = sorted(outcome["latencies"])
+    p50, p99 = latencies[len(latencies) // 2], latencies[int(len(latencies) * 0.99) - 1]
+    rate = len(latencies) / outcome["seconds"]
+    benchmark.extra_info.update(requests=len(latencies), achieved_rps=round(rate), p50_ms=round(p50 * 1e3, 3),
+                                p99_ms=round(p99 * 1e3, 3), max_ms=round(latencies[-1] * 1e3, 3),
+                                mean_ms=round(statistics.fmean(latencies) * 1e3, 3))
+    print(f"\nPOST /v1/decisions: {len(latencies)} requests at {rate:.0f}/s: p50 {p50 * 1e3:.2f} ms, "
+          f"p99 {p99 * 1e3:.2f} ms, max {latencies[-1] * 1e3:.2f} ms")
+    if not disabled:
+        assert p99 <= P99_TARGET_S
