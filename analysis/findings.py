@@ -50,6 +50,8 @@ USER_REJECTION_MAX_CHARS: Final = 60
 """A user message longer than this is a new request, not a rejection."""
 USER_REJECTION_PATTERN: Final = r"(?i)\b(?:no|nope|stop|wrong|incorrect|not what|broken|undo|that's not)\b"
 """Words of a negative user turn (after spec 001 §5.6)."""
+USER_REJECTION_EXCEPTIONS: Final = r"(?i)\bno (?:problem|worries)\b"
+"""Turns that contain a negative word but are not a rejection."""
 PERMISSION_DENIED_PATTERN: Final = r"(?i)permission denied|forbidden|\b403\b|unauthori[sz]ed|access denied"
 """Error text (error type or message) of a refused access."""
 PERMISSION_DENIED_OUTPUT_PATTERN: Final = r"(?i)permission denied|access denied"
@@ -77,6 +79,7 @@ SEVERITY: Final[Mapping[str, str]] = {
 """Severity per kind: info | warning | error."""
 _NO_OUTPUT: Final = ("", "[]", "{}", "null", '""')
 _REJECTION: Final = re.compile(USER_REJECTION_PATTERN)
+_NOT_A_REJECTION: Final = re.compile(USER_REJECTION_EXCEPTIONS)
 
 
 @dataclass(frozen=True)
@@ -146,7 +149,11 @@ def scan_runs(
     idle_window_ns: int,
     baselines: Mapping[str, Baseline],
 ) -> list[Finding]:
-    """Findings of many runs (``RUN_COLUMNS`` rows) from their steps, in one prepared batch."""
+    """Findings of many runs from their steps, prepared in one batch, in run order.
+
+    ``runs`` needs run_id, agent, status, started_ns, duration_ns and cost_usd (``RUN_COLUMNS``
+    has them); ``steps`` the ``STEP_COLUMNS`` of those runs' steps, in any order.
+    """
     by_run = {run_id: list(rows) for run_id, rows in groupby(_prepare(steps), key=itemgetter(0))}
     findings = []
     for run in runs.iter_rows(named=True):
@@ -240,12 +247,13 @@ def _scan_one(
         *_spikes(run, steps, baseline),
         *_governance(steps),
     ]
-    run_id = run["run_id"]
-    findings = [
-        Finding(finding_id(run_id, kind, seqs[0] if seqs else -1), run_id, kind, SEVERITY[kind], message, tuple(seqs), now_ns)
-        for kind, seqs, message in hits
-    ]  # fmt: skip
+    findings = [_finding(run["run_id"], kind, tuple(seqs), message, now_ns) for kind, seqs, message in hits]
     return sorted(findings, key=lambda f: (f.step_seqs[:1] or (-1,), f.kind))
+
+
+def _finding(run_id: str, kind: str, seqs: tuple[int, ...], message: str, now_ns: int) -> Finding:
+    first_seq = seqs[0] if seqs else -1
+    return Finding(finding_id(run_id, kind, first_seq), run_id, kind, SEVERITY[kind], message, seqs, now_ns)
 
 
 def _tool_errors(tools: list[_Step]) -> Iterator[_Hit]:
@@ -362,7 +370,8 @@ def _rejections(payload: str) -> Iterator[tuple[int, str]]:
         role = str(message.get("role", "")).lower()
         text = _message_text(message).strip()
         after_answer = role in ("user", "human") and previous in ("assistant", "ai", "model")
-        if after_answer and len(text) <= USER_REJECTION_MAX_CHARS and _REJECTION.search(text):
+        negative = _REJECTION.search(text) and not _NOT_A_REJECTION.search(text)
+        if after_answer and len(text) <= USER_REJECTION_MAX_CHARS and negative:
             yield position, text
         if role != "system":
             previous = role

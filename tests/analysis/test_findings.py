@@ -165,6 +165,7 @@ def test_user_rejection_after_an_answer() -> None:
         (("user", "no"),),  # nothing answered yet
         (("assistant", "Booked"), ("user", "no, I wanted a later flight next tuesday morning, the 9:40 one")),
         (("assistant", "Booked"), ("user", "thanks, now the hotel")),
+        (("assistant", "Booked"), ("user", "No problem, thanks!")),
         (("assistant", "Booked"), ("tool", "no")),
     ],
 )
