@@ -23,6 +23,7 @@ from server.routes.events import stream_events
 from server.routes.governance import GOVERNANCE_HANDLERS
 from server.routes.ingest import OtlpHttpController
 from server.routes.runs import RunsController
+from server.routes.ui import UiController
 from server.runtime import Runtime
 
 
@@ -60,7 +61,7 @@ def create_app(runtime: Runtime) -> Litestar:
     """The API app served on the HTTP port."""
     analytics = [*ANALYTICS_HANDLERS, stream_events, metrics_route(public=runtime.settings.metrics_are_public)]
     return _base(runtime, [*analytics, healthz, RunsController, DiffController, OtlpHttpController, *GOVERNANCE_HANDLERS, KeysController, AuditController,
-                           AdminController], openapi=True)
+                           AdminController, UiController], openapi=True)
 
 
 def create_otlp_http_app(runtime: Runtime) -> Litestar:
