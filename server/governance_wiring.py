@@ -339,25 +339,24 @@ class Governance:
 
     # -- policies and kill switch -----------------------------------------------------------------------------
 
-    def create_policy(self, principal: Principal, policy: Policy, *, source: str,
+    def create_policy(self, principal: Principal, project_id: str, policy: Policy, *, source: str,
                       content_type: str) -> store.PolicyRecord:
-        """Store a new (inactive) version of the principal's project policy."""
-        return store.create_policy(self.index, tenant_id=principal.tenant_id, project_id=principal.project_id,
+        """Store a new (inactive) version of a project's policy in the principal's tenant."""
+        return store.create_policy(self.index, tenant_id=principal.tenant_id, project_id=project_id,
                                    policy=policy, source=source, content_type=content_type,
-                                   actor=principal.key_id)
+                                   actor=principal.actor)
 
-    def activate_policy(self, principal: Principal, policy_id: str) -> store.PolicyRecord:
+    def activate_policy(self, principal: Principal, project_id: str, policy_id: str) -> store.PolicyRecord:
         """Activate a version; the next decision uses it."""
-        record = store.activate_policy(self.index, tenant_id=principal.tenant_id,
-                                       project_id=principal.project_id, policy_id=policy_id,
-                                       actor=principal.key_id)
+        record = store.activate_policy(self.index, tenant_id=principal.tenant_id, project_id=project_id,
+                                       policy_id=policy_id, actor=principal.actor)
         self._invalidate()
         return record
 
     def set_kill_switch(self, principal: Principal, *, enabled: bool, reason: str | None) -> store.KillSwitch:
         """Flip the principal's tenant kill switch (audited)."""
         state = store.set_kill_switch(self.index, principal.tenant_id, enabled=enabled, reason=reason,
-                                      actor=principal.key_id)
+                                      actor=principal.actor)
         self._invalidate()
         return state
 
@@ -384,14 +383,14 @@ class Governance:
         elif decision.decision == "require_approval":
             approval = create_approval(
                 tenant=tenant, project=project, request=request, trace_id=trace_id, span_id=span_id,
-                requested_by=principal.key_id, now_ns=now_ns, context=context, decision=decision,
+                requested_by=principal.actor, now_ns=now_ns, context=context, decision=decision,
                 policy_version=version, timeout_s=self.config.approval_timeout_s)
             outcome = DecisionOutcome(decision, version, approval=approval, expires_ns=approval.expires_ns)
         details = {"tool": request.tool_name, "decision": decision.decision, "reason_code": decision.reason_code,
                    "rule_id": decision.rule_id, "policy_version": version, "trace_id": trace_id,
                    "span_id": span_id, "args_sha256": digest, "jti": outcome.token_id,
                    "approval_id": outcome.approval.id if outcome.approval else None, "kill_switch": kill}
-        entry = AuditEntry(principal.key_id, "policy.decision", trace_id, details | {"decided_ns": now_ns})
+        entry = AuditEntry(principal.actor, "policy.decision", trace_id, details | {"decided_ns": now_ns})
         if outcome.approval is not None:  # the agent polls it next: store it (and its audit) before answering
             store.record_decision(self.index, tenant, approval=outcome.approval, audit=entry)
         else:
@@ -405,8 +404,8 @@ class Governance:
                                                  tool=request.tool_name, agent=request.agent))
         return outcome
 
-    def break_glass(self, principal: Principal, request: DecisionRequest, *, trace_id: str, span_id: str,
-                    justification: str, ttl_s: int | None) -> DecisionOutcome:
+    def break_glass(self, principal: Principal, project_id: str, request: DecisionRequest, *, trace_id: str,
+                    span_id: str, justification: str, ttl_s: int | None) -> DecisionOutcome:
         """An admin's token without policy or approval: audited and marked in the run.
 
         Raises:
@@ -422,7 +421,7 @@ class Governance:
         if not 0 < ttl <= MAX_TTL_S:
             raise InvalidInputError(f"ttl_s must be in (0, {MAX_TTL_S}]", details={"ttl_s": "out of range"})
         digest = args_digest(request.args)
-        tenant, project = principal.tenant_id, principal.project_id
+        tenant, project = principal.tenant_id, project_id
         if self.kill_switch_blocks(tenant, project, request.tool_name, request.action_class):
             raise ConflictError("the kill switch is on for this tool; turn it off first",
                                 details={"kill_switch": "on"})
@@ -433,9 +432,9 @@ class Governance:
         details = {"tool": request.tool_name, "trace_id": trace_id, "span_id": span_id, "args_sha256": digest,
                    "jti": token_id, "justification": justification, "break_glass": True}
         store.record_decision(self.index, tenant,
-                              audit=AuditEntry(principal.key_id, "break_glass.issue", trace_id, details))
+                              audit=AuditEntry(principal.actor, "break_glass.issue", trace_id, details))
         payload = {**details, "decision": "allow", "reason_code": "break_glass", "args": dict(request.args),
-                   "issued_by": principal.key_id}
+                   "issued_by": principal.actor}
         self.recorder.add(tenant, project, _step(trace_id, secrets.token_hex(8), span_id, StepType.POLICY,
                                                  f"BREAK-GLASS {request.tool_name}", now_ns, payload,
                                                  tool=request.tool_name))
@@ -509,14 +508,14 @@ class Governance:
                 raise ConflictError("the kill switch is on for this tool: it can only be denied",
                                     details={"kill_switch": "on"})
             active = self.active_policy(a.tenant, a.project)
-            done = approve(a, approver=principal.key_id, now_ns=now_ns, edited_args=edited_args,
+            done = approve(a, approver=principal.actor, now_ns=now_ns, edited_args=edited_args,
                            policy=active.policy if active else None, reason=reason)
             token_id, token, _ = self._issue(a.tenant, a.project, a.tool, args_digest(done.approved_args),
                                              a.trace_id, a.span_id, now_ns, decision="approved",
                                              approval_id=a.id, policy_version=a.policy_version)
             return ApprovalRecord(done, token, token_id)
 
-        return self._decide_approval(principal.tenant_id, approval_id, transition, principal.key_id,
+        return self._decide_approval(principal.tenant_id, approval_id, transition, principal.actor,
                                      "approval.approve")
 
     def deny(self, principal: Principal, approval_id: str, *, reason: str | None) -> ApprovalRecord:
@@ -526,9 +525,9 @@ class Governance:
         now_ns = time.time_ns()
 
         def transition(current: ApprovalRecord) -> ApprovalRecord:
-            return ApprovalRecord(deny(current.approval, approver=principal.key_id, now_ns=now_ns, reason=reason))
+            return ApprovalRecord(deny(current.approval, approver=principal.actor, now_ns=now_ns, reason=reason))
 
-        return self._decide_approval(principal.tenant_id, approval_id, transition, principal.key_id,
+        return self._decide_approval(principal.tenant_id, approval_id, transition, principal.actor,
                                      "approval.deny")
 
     def expire_overdue(self) -> int:

@@ -1,6 +1,6 @@
 """Governance API: policies, decisions, approvals, kill switch, break-glass and the token JWKS.
 
-    GET  /v1/policies                         read      versions of the caller's project policy
+    GET  /v1/policies                         read      versions of a project's policy (?project=, default: the key's)
     POST /v1/policies                         admin     new version (YAML or JSON by Content-Type); 422 + path hint
     GET  /v1/policies/{policy_id}             read      one version with its document
     POST /v1/policies/{policy_id}:activate    admin     the project's only active version (audited)
@@ -13,6 +13,9 @@
     PUT|POST /v1/kill-switch                  admin     {enabled, reason?} (audited)
     POST /v1/break-glass                      admin     a break_glass token with a justification (audited)
     GET  /.well-known/jwks.json               public    the Ed25519 keys that verify DecisionTokens
+
+Policies belong to a project: people name it with ``?project=`` (any project of their tenant; default:
+their credential's project). Decisions always use the ingest key's own project.
 
 GET /v1/approvals/{id} has two audiences, which the one-permission guard cannot express: people
 (``read``, any approval of their tenant) and the agent that asked (an ingest key, ``decide``, approvals
@@ -37,8 +40,8 @@ from governance.approvals import ApprovalContext
 from governance.evaluate import DecisionRequest
 from governance.policy import ACTION_CLASSES, AUTONOMY_LEVELS, parse_policy
 from governance.store import ApprovalFilters, ApprovalRecord, KillSwitch, PolicyRecord
-from otlp_receiver.errors import InvalidInputError, NotFoundError, PermissionDeniedError
-from server.auth import PUBLIC, Authenticator, Principal, current_principal
+from otlp_receiver.errors import AuthenticationError, InvalidInputError, NotFoundError, PermissionDeniedError
+from server.auth import PUBLIC, Authenticator, Principal, current_principal, resolve_principal
 from server.governance_wiring import DecisionOutcome, Governance
 from server.runtime import Runtime
 from server.schemas import rfc3339
@@ -97,6 +100,7 @@ class BreakGlassIn(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
     span_id: str | None = None
     justification: str
     ttl_s: int | None = None
+    project_id: str | None = None
 
 
 def _decode(body: bytes, kind: type[Any]) -> Any:
@@ -119,6 +123,15 @@ def _request(tool_name: str, args: dict[str, Any], agent: str | None = None, env
             raise InvalidInputError(f"{name}: 1 to 256 characters", details={name: "invalid"})
     return DecisionRequest(tool_name=tool_name, args=args, agent=agent, environment=environment,
                            action_class=action_class, autonomy_level=autonomy_level)
+
+
+def _project(principal: Principal, project: str | None) -> str:
+    """The project a person manages: ``?project=`` (any in their tenant), else their credential's."""
+    chosen = project if project is not None else principal.project_id
+    if not chosen or len(chosen) > 128:
+        raise InvalidInputError("name the project: ?project=<project_id> (1 to 128 characters)",
+                                details={"project": "required"})
+    return chosen
 
 
 def _action(ref: str, verbs: tuple[str, ...], what: str) -> tuple[str, str]:
@@ -199,7 +212,9 @@ def kill_switch_to_json(tenant: KillSwitch, *, global_on: bool) -> dict[str, Any
 def approval_reader_guard(connection: ASGIConnection[Any, Any, Any, Any], _: BaseRouteHandler) -> None:
     """Authenticate and allow people who can ``read`` or agents who can ``decide`` (see the module docstring)."""
     authenticator: Authenticator = connection.app.state.runtime.authenticator
-    principal = authenticator.principal(connection.headers.get("authorization"))
+    principal = resolve_principal(authenticator, connection.scope)  # authenticated once per request
+    if isinstance(principal, AuthenticationError):
+        raise principal
     if not (principal.can("read") or principal.can("decide")):
         raise PermissionDeniedError(f"role {principal.role!r} may not read approvals")
     connection.scope["principal"] = principal  # type: ignore[typeddict-unknown-key]
@@ -214,18 +229,21 @@ class PoliciesController(Controller):
     tags = ["governance"]
 
     @get("/", summary="List the project's policy versions, newest first", opt=READ, sync_to_thread=True)
-    def list_policies(self, request: Request[Any, Any, Any], runtime: Runtime) -> dict[str, Any]:
+    def list_policies(self, request: Request[Any, Any, Any], runtime: Runtime,
+                      project: Annotated[str | None, Parameter(description="project id (default: the credential's)")] = None) -> dict[str, Any]:
         """Every version with its active flag (documents via GET /v1/policies/{policy_id})."""
         p = current_principal(request)
-        records = store.list_policies(runtime.index, p.tenant_id, p.project_id)
+        project_id = _project(p, project)
+        records = store.list_policies(runtime.index, p.tenant_id, project_id)
         active = next((r for r in records if r.active), None)
-        return {"project_id": p.project_id, "active_policy_id": active.policy_id if active else None,
+        return {"project_id": project_id, "active_policy_id": active.policy_id if active else None,
                 "active_version": active.version if active else None,
                 "policies": [policy_to_json(r) for r in records]}
 
     @post("/", summary="Create a policy version (YAML or JSON body)", opt=ADMIN, sync_to_thread=True,
           status_code=201, request_max_body_size=MAX_POLICY_BODY_BYTES)
-    def create_policy(self, request: Request[Any, Any, Any], runtime: Runtime, body: bytes) -> dict[str, Any]:
+    def create_policy(self, request: Request[Any, Any, Any], runtime: Runtime, body: bytes,
+                      project: Annotated[str | None, Parameter(description="project id (default: the credential's)")] = None) -> dict[str, Any]:
         """Validate and store a new, inactive version; errors are 422 with a path hint in ``details``."""
         content_type = request.headers.get("content-type", "")
         try:
@@ -233,25 +251,29 @@ class PoliciesController(Controller):
         except UnicodeDecodeError as exc:
             raise InvalidInputError("the policy must be UTF-8 text", details={"body": "not UTF-8"}) from exc
         policy = parse_policy(text, content_type=content_type)
-        record = runtime.governance.create_policy(current_principal(request), policy, source=text,
+        p = current_principal(request)
+        record = runtime.governance.create_policy(p, _project(p, project), policy, source=text,
                                                   content_type=content_type.split(";")[0].strip().lower())
         return policy_to_json(record, document=True)
 
     @get("/{policy_ref:str}", summary="Get one policy version with its document", opt=READ, sync_to_thread=True)
-    def get_policy(self, request: Request[Any, Any, Any], runtime: Runtime, policy_ref: str) -> dict[str, Any]:
+    def get_policy(self, request: Request[Any, Any, Any], runtime: Runtime, policy_ref: str,
+                   project: Annotated[str | None, Parameter(description="project id (default: the credential's)")] = None) -> dict[str, Any]:
         """The version, its canonical document and the source as uploaded."""
         p = current_principal(request)
-        record = store.get_policy(runtime.index, p.tenant_id, p.project_id, policy_ref)
+        record = store.get_policy(runtime.index, p.tenant_id, _project(p, project), policy_ref)
         if record is None:
             raise NotFoundError(f"policy {policy_ref} not found")
         return policy_to_json(record, document=True)
 
     @post("/{policy_ref:str}", summary="Activate a version: POST /v1/policies/{policy_id}:activate", opt=ADMIN,
           sync_to_thread=True, status_code=200)
-    def activate_policy(self, request: Request[Any, Any, Any], runtime: Runtime, policy_ref: str) -> dict[str, Any]:
+    def activate_policy(self, request: Request[Any, Any, Any], runtime: Runtime, policy_ref: str,
+                        project: Annotated[str | None, Parameter(description="project id (default: the credential's)")] = None) -> dict[str, Any]:
         """Make it the project's only active version; the next decision uses it (audited)."""
         policy_id, _ = _action(policy_ref, ("activate",), "policies")
-        return policy_to_json(runtime.governance.activate_policy(current_principal(request), policy_id))
+        p = current_principal(request)
+        return policy_to_json(runtime.governance.activate_policy(p, _project(p, project), policy_id))
 
 
 class DecisionsController(Controller):
@@ -283,13 +305,14 @@ class ApprovalsController(Controller):
         self, request: Request[Any, Any, Any], runtime: Runtime, status: str | None = None,
         tool: str | None = None, agent: str | None = None,
         run: Annotated[str | None, Parameter(description="run (trace) id")] = None,
+        project: Annotated[str | None, Parameter(description="project id")] = None,
         limit: Annotated[int, Parameter(ge=1, le=500)] = 50, cursor: str | None = None,
     ) -> dict[str, Any]:
-        """Cursor-paged approvals of the caller's tenant."""
+        """Cursor-paged approvals of the caller's tenant (all its projects unless ``project`` is given)."""
         p = current_principal(request)
         gov = runtime.governance
-        records, next_cursor = gov.list_approvals(p, ApprovalFilters(status=status, tool=tool, agent=agent, run=run),
-                                                  limit=limit, cursor=cursor)
+        filters = ApprovalFilters(status=status, tool=tool, agent=agent, run=run, project=project)
+        records, next_cursor = gov.list_approvals(p, filters, limit=limit, cursor=cursor)
         return {"approvals": [_approval_view(gov, p, r) for r in records], "next_cursor": next_cursor}
 
     @get("/{approval_ref:str}", summary="Get an approval; ?wait=N long-polls until it is decided",
@@ -356,8 +379,9 @@ class GovernanceOpsController(Controller):
           sync_to_thread=True, status_code=201, request_max_body_size=MAX_DECISION_BODY_BYTES)
     def break_glass(self, request: Request[Any, Any, Any], runtime: Runtime, data: BreakGlassIn) -> dict[str, Any]:
         """A token flagged break_glass, without policy or approval; audited and marked in the run."""
+        p = current_principal(request)
         outcome = runtime.governance.break_glass(
-            current_principal(request), _request(data.tool_name, data.args), trace_id=data.trace_id,
+            p, _project(p, data.project_id), _request(data.tool_name, data.args), trace_id=data.trace_id,
             span_id=data.span_id or secrets.token_hex(8), justification=data.justification, ttl_s=data.ttl_s)
         return decision_to_json(outcome) | {"break_glass": True}
 

@@ -210,6 +210,19 @@ def test_only_admins_write_policies(server: LiveServer) -> None:
     assert server.get("/v1/policies", key=INGEST_KEY).status_code == 403
 
 
+def test_people_manage_other_projects_of_their_tenant_with_the_project_parameter(server: LiveServer) -> None:
+    created = server.post("/v1/policies?project=side", key=ADMIN_KEY, content=POLICY_YAML,
+                          headers={"content-type": "application/yaml"})
+    assert created.status_code == 201 and created.json()["project_id"] == "side"
+    policy_id = created.json()["policy_id"]
+    assert server.post(f"/v1/policies/{policy_id}:activate", key=ADMIN_KEY).status_code == 404  # not in default
+    assert server.post(f"/v1/policies/{policy_id}:activate?project=side", key=ADMIN_KEY).status_code == 200
+    side = server.get("/v1/policies", key=VIEWER_KEY, project="side").json()
+    assert (side["project_id"], side["active_policy_id"]) == ("side", policy_id)
+    assert policy_id not in {p["policy_id"] for p in server.get("/v1/policies", key=VIEWER_KEY).json()["policies"]}
+    assert server.get("/v1/policies", key=VIEWER_KEY, project="").status_code == 400
+
+
 def test_another_tenants_policy_cannot_be_read_or_activated(server: LiveServer) -> None:
     active = server.get("/v1/policies", key=ADMIN_KEY).json()["active_policy_id"]
     assert server.get(f"/v1/policies/{active}", key=OTHER_TENANT_APPROVER_KEY).status_code == 404
