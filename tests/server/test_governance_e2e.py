@@ -15,6 +15,7 @@ from typing import Any
 
 import httpx
 import pytest
+from opentelemetry import context as otel_context
 from opentelemetry import trace
 from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
 from opentelemetry.sdk.resources import Resource
@@ -22,7 +23,13 @@ from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 
-from governance.sdk import ApprovalTimeout, GovernanceClient, GovernanceUnavailable, ToolDenied
+from governance.sdk import (
+    ApprovalTimeout,
+    GovernanceClient,
+    GovernanceUnavailable,
+    ToolDenied,
+    resume_context,
+)
 from governance.tokens import SigningKeys, issue_token, verify_token
 from tests.live import INGEST_KEY, LiveServer, free_port, wait_until
 from tests.server.test_governance_api import (
@@ -169,6 +176,42 @@ def test_a_resent_span_keeps_its_binding_and_is_not_a_replay(server: LiveServer,
     assert [s["binding"] for s in steps if s["span_id"] == tool_span_id] == ["bound"]
     assert not [s for s in steps if s["name"].startswith("binding ")]
     assert ("binding.violation", f"{trace_id}/{tool_span_id}") not in audit_actions(server)
+
+
+def _tool_attributes(decided: Any) -> dict[str, Any]:
+    return {"gen_ai.operation.name": "execute_tool", "gen_ai.tool.name": "payments.send",
+            "gen_ai.tool.call.arguments": json.dumps(dict(decided.args)),
+            "traceward.decision_token": decided.token, "traceward.approval_id": decided.approval_id}
+
+
+def test_a_run_resumed_later_under_the_requesting_span_stays_one_run(server: LiveServer, agent: Agent) -> None:
+    with agent.client(server.api_url) as client, agent.tracer.start_as_current_span("plan refund") as requesting:
+        trace_id, requesting_id = hex_ids(requesting)
+        person = threading.Thread(target=approve_when_pending, args=(server, trace_id, {}))
+        person.start()
+        decided = client.decide("payments.send", {"amount": 900, "to": "ann"})
+        person.join()
+    # ... the agent process restarts; the tool runs under the requesting span's context
+    with agent.tracer.start_as_current_span("execute_tool payments.send", context=resume_context(decided),
+                                            attributes=_tool_attributes(decided)) as tool:
+        tool_id = hex_ids(tool)[1]
+    steps = wait_tool_step(server, trace_id, tool_id)
+    executed = step_of(steps, tool_id)
+    assert (executed["binding"], executed["parent_span_id"]) == ("bound", requesting_id)
+    order = [step_of(steps, requesting_id), next(s for s in steps if s["name"] == "decision payments.send"),
+             next(s for s in steps if s["type"] == "approval"), executed]
+    assert [s["ts_ns"] for s in order] == sorted(s["ts_ns"] for s in order)
+
+
+def test_an_execution_in_a_new_trace_linked_to_the_request_is_bound(server: LiveServer, agent: Agent) -> None:
+    with agent.client(server.api_url) as client, agent.tracer.start_as_current_span("plan") as requesting:
+        decided = client.decide("payments.send", {"amount": 12, "to": "lee"})
+    link = trace.Link(requesting.get_span_context(), {"traceward.approval_id": "none"})
+    with agent.tracer.start_as_current_span("execute_tool payments.send", context=otel_context.Context(),
+                                            links=[link], attributes=_tool_attributes(decided)) as tool:
+        new_trace, tool_id = hex_ids(tool)
+    assert new_trace != decided.trace_id
+    assert step_of(wait_tool_step(server, new_trace, tool_id), tool_id)["binding"] == "bound"
 
 
 # ---------------------------------------------------------------- executions that don't match the decision
