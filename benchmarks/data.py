@@ -8,7 +8,11 @@ the steps with the deduplicated totals the store produces, so run and step figur
 
 Only the columns analytics read are materialised; :func:`steps_lazy` and :func:`runs_lazy`
 add the remaining ``STEP_COLUMNS`` / ``RUN_COLUMNS`` as lazy constants, which projection
-pushdown drops from any query that does not read them (about 250 bytes per step in memory).
+pushdown drops from any query that does not read them (about 350 bytes per step in memory:
+3.5 GB for 10M steps).
+
+``make_scan_dataset(runs)`` builds smaller, complete runs (every column, ~1 KB JSON payloads with
+chat histories and tool arguments) for the failure scan.
 
 Randomness is a seeded hash of the row number (polars only, no numpy): the same seed gives the
 same data with the same polars version.
