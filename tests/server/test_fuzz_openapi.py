@@ -12,6 +12,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import httpx
 import pytest
 
 from server.app import create_app
@@ -25,8 +26,8 @@ hypothesis = pytest.importorskip("hypothesis")
 
 pytestmark = pytest.mark.e2e
 
-MAX_EXAMPLES = 12
-BUDGET_S = 45.0
+MAX_EXAMPLES = 6
+BUDGET_S = 30.0
 ENVELOPE_KEYS = {"code", "message", "details", "retryable"}
 
 
@@ -71,34 +72,49 @@ def problem(response: Any) -> str | None:
     return None
 
 
+def call(client: httpx.Client, case: Any, base_url: str, key: str) -> str | None:
+    """Send one generated request, streaming: a 2xx body is never read (event streams don't end)."""
+    kwargs = case.as_transport_kwargs(base_url=base_url, headers={"authorization": f"Bearer {key}"})
+    data = kwargs.pop("data", None)
+    if data is not None:
+        kwargs["content" if isinstance(data, bytes | str) else "data"] = data
+    kwargs.pop("timeout", None)
+    with client.stream(**kwargs) as response:
+        if response.status_code < 400:
+            return None
+        response.read()
+        return problem(response)
+
+
 def test_fuzzing_finds_no_500_and_no_bare_errors(fuzz_server: LiveServer, tmp_path: Path) -> None:
     schema = schemathesis.openapi.from_url(f"{fuzz_server.api_url}/schema/openapi.json")
     ingest_ops = ingest_operations(tmp_path)
-    deadline = time.monotonic() + BUDGET_S
+    operations = [result.ok() for result in schema.get_all_operations()]
+    end = time.monotonic() + BUDGET_S
+    share = BUDGET_S / len(operations)  # a slow operation can't starve the others
     failures: list[str] = []
     called: dict[str, int] = {}
+    client = httpx.Client(timeout=30)
 
-    def fuzz_operation(strategy: Any, label: str, key: str) -> None:
+    def fuzz_operation(strategy: Any, label: str, key: str, until: float) -> None:
         @hypothesis.given(case=strategy)
         @hypothesis.settings(max_examples=MAX_EXAMPLES, deadline=None, database=None, derandomize=True,
                              suppress_health_check=list(hypothesis.HealthCheck),
                              phases=[hypothesis.Phase.explicit, hypothesis.Phase.generate])
         def fuzz(case: Any) -> None:
-            if time.monotonic() > deadline:
+            if time.monotonic() > until:
                 return
-            response = case.call(base_url=fuzz_server.api_url, headers={"authorization": f"Bearer {key}"},
-                                 timeout=30)
+            why = call(client, case, fuzz_server.api_url, key)
             called[label] = called.get(label, 0) + 1
-            why = problem(response)
             if why:
                 failures.append(f"{label} {case.path_parameters} {case.query} {str(case.body)[:120]} → {why}")
 
         fuzz()
 
-    for result in schema.get_all_operations():
-        operation = result.ok()
+    for operation in operations:
         label = f"{operation.method.upper()} {operation.path}"
         key = INGEST_KEY if (operation.method.upper(), operation.path) in ingest_ops else ADMIN_KEY
-        fuzz_operation(operation.as_strategy(), label, key)
-    assert len(called) >= 20, called
+        fuzz_operation(operation.as_strategy(), label, key, min(time.monotonic() + 2 * share, end))
+    client.close()
+    assert len(called) >= 0.8 * len(operations), (len(operations), called)
     assert not failures, "\n".join(sorted(set(failures))[:40])
