@@ -8,7 +8,8 @@ expectation of each cell is derived from the route's ``opt["permission"]`` and `
 - a role whose permissions include none of the route's               → 403
 - a role that may call it                                            → not 401/403 and no 5xx (the requests carry
   no valid body, so 400/404/422 are fine), or the exact status of the explicit table below
-- another tenant's admin on a path naming one of our resources       → 404 (existence doesn't leak)
+- another tenant's admin on a path naming one of our resources       → exactly what a nonexistent resource gets:
+  404 for a valid request, the same 400/422 for an invalid one (existence doesn't leak); never 2xx
 - public routes                                                      → anything but 401/403/5xx, for everyone
 Every response carries the X-RateLimit-* headers, and every error the envelope.
 """
@@ -41,6 +42,7 @@ ISSUER, AUDIENCE = "https://idp.matrix.test/", "traceward"
 OTHER_TENANT = "othertenant"
 NOT_FOUND_ID = "0123456789abcdef0123456789abcdef"
 ALLOWED = "allowed"  # any status but 401/403 and 5xx
+AS_IF_MISSING = "as if missing"  # a 4xx, the same one a resource nobody has gets (404 when the request is valid)
 ANONYMOUS = ("none", "bad", "revoked", "expired_jwt")
 CALLERS = (*ANONYMOUS, "ingest", "viewer", "approver", "admin", "other_admin")
 ROLE_OF = {"ingest": "ingest", "viewer": "viewer", "approver": "approver", "admin": "admin", "other_admin": "admin"}
@@ -164,23 +166,27 @@ def expected_status(op: Operation, caller: str, resources: dict[str, str]) -> in
     if not op.permissions & granted:
         return 403
     if caller == "other_admin" and any(p in resources for p in op.params):
-        return 404
+        return EXPLICIT.get((op.method, op.path), {}).get(caller, AS_IF_MISSING)
     return EXPLICIT.get((op.method, op.path), {}).get(caller, ALLOWED)
 
 
-def _url(world: World, op: Operation) -> str:
+def _url(world: World, op: Operation, *, missing: bool = False) -> str:
     path = op.path
     for param in op.params:
-        path = path.replace("{" + param + "}", world.resources.get(param, NOT_FOUND_ID))
+        path = path.replace("{" + param + "}", NOT_FOUND_ID if missing else world.resources.get(param, NOT_FOUND_ID))
     base = world.server.api_url if op.app == "api" else world.server.otlp_http_url
     return base + path
 
 
-def _call(client: httpx.Client, world: World, op: Operation, caller: str) -> httpx.Response:
+def _call(client: httpx.Client, world: World, op: Operation, caller: str, *, missing: bool = False) -> httpx.Response:
+    """One request; a 2xx body is not read (event streams never end), an error body is."""
     token = world.tokens[caller]
     headers = {"authorization": f"Bearer {token}"} if token else {}
     kwargs: dict[str, Any] = {"json": {}} if op.method in ("POST", "PUT", "PATCH") and op.path != "/v1/traces" else {}
-    return client.request(op.method, _url(world, op), headers=headers, **kwargs)
+    with client.stream(op.method, _url(world, op, missing=missing), headers=headers, **kwargs) as resp:
+        if resp.status_code >= 400:
+            resp.read()
+    return resp
 
 
 def _is_envelope(resp: httpx.Response) -> bool:
@@ -205,7 +211,13 @@ def test_matrix(world: World, operations: list[Operation]) -> None:
                 resp = _call(client, world, op, caller)
                 cells += 1
                 got = resp.status_code
-                ok = (got not in (401, 403) and got < 500) if want == ALLOWED else got == want
+                if want == ALLOWED:
+                    ok = got not in (401, 403) and got < 500
+                elif want == AS_IF_MISSING:
+                    ok = 400 <= got < 500 and got not in (401, 403) and \
+                        got == _call(client, world, op, caller, missing=True).status_code
+                else:
+                    ok = got == want
                 if not ok:
                     mismatches.append(f"{op.method} {op.path} [{caller}]: expected {want}, got {got} {resp.text[:160]}")
                 if got >= 400 and not _is_envelope(resp) and not op.path.startswith("/schema/"):
