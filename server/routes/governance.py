@@ -109,7 +109,9 @@ def _decode(body: bytes, kind: type[Any]) -> Any:
     except msgspec.ValidationError as exc:
         raise InvalidInputError(f"invalid request body: {exc}", details={"body": str(exc)}) from exc
     except msgspec.DecodeError as exc:
-        raise InvalidInputError("the request body is not JSON", details={"body": "expected JSON"}) from exc
+        raise InvalidInputError(f"the request body is not valid JSON: {exc}", details={"body": "expected JSON"}) from exc
+    except RecursionError as exc:  # Litestar's own body parsing would answer 500 here
+        raise InvalidInputError("the request body is nested too deeply", details={"body": "too deep"}) from exc
 
 
 def _request(tool_name: str, args: dict[str, Any], agent: str | None = None, environment: str | None = None,
@@ -284,8 +286,14 @@ class DecisionsController(Controller):
 
     @post("/", summary="Decide on a tool call", opt=DECIDE, sync_to_thread=True, status_code=200,
           request_max_body_size=MAX_DECISION_BODY_BYTES)
-    def decide(self, request: Request[Any, Any, Any], runtime: Runtime, data: DecisionIn) -> dict[str, Any]:
-        """Evaluate the active policy; recorded as a ``policy`` step in the run of ``trace_id`` and audited."""
+    def decide(self, request: Request[Any, Any, Any], runtime: Runtime, body: bytes) -> dict[str, Any]:
+        """Evaluate the active policy; recorded as a ``policy`` step in the run of ``trace_id`` and audited.
+
+        Body (JSON, unknown fields rejected): ``DecisionIn`` — tool_name, args, trace_id, span_id, agent?,
+        environment?, action_class?, autonomy_level?, context? (summary, risk_score, blast_radius,
+        evidence_links, rollback_plan).
+        """
+        data: DecisionIn = _decode(body, DecisionIn)
         decision_request = _request(data.tool_name, data.args, data.agent, data.environment, data.action_class,
                                     data.autonomy_level)
         outcome = runtime.governance.decide(current_principal(request), decision_request,
@@ -357,15 +365,15 @@ class GovernanceOpsController(Controller):
         return kill_switch_to_json(tenant, global_on=runtime.governance.config.global_kill_switch)
 
     @put("/kill-switch", summary="Set the tenant's kill switch", opt=ADMIN, sync_to_thread=True)
-    def put_kill_switch(self, request: Request[Any, Any, Any], runtime: Runtime, data: KillSwitchIn) -> dict[str, Any]:
-        """Turn the tenant's kill switch on or off (audited)."""
-        return self._set(request, runtime, data)
+    def put_kill_switch(self, request: Request[Any, Any, Any], runtime: Runtime, body: bytes) -> dict[str, Any]:
+        """Turn the tenant's kill switch on or off (audited): ``{"enabled": bool, "reason"?: str}``."""
+        return self._set(request, runtime, _decode(body, KillSwitchIn))
 
     @post("/kill-switch", summary="Set the tenant's kill switch (same as PUT)", opt=ADMIN, sync_to_thread=True,
           status_code=200)
-    def post_kill_switch(self, request: Request[Any, Any, Any], runtime: Runtime, data: KillSwitchIn) -> dict[str, Any]:
+    def post_kill_switch(self, request: Request[Any, Any, Any], runtime: Runtime, body: bytes) -> dict[str, Any]:
         """Same as PUT /v1/kill-switch."""
-        return self._set(request, runtime, data)
+        return self._set(request, runtime, _decode(body, KillSwitchIn))
 
     @staticmethod
     def _set(request: Request[Any, Any, Any], runtime: Runtime, data: KillSwitchIn) -> dict[str, Any]:
@@ -377,8 +385,12 @@ class GovernanceOpsController(Controller):
 
     @post("/break-glass", summary="Issue a break-glass token (admin, justification required)", opt=ADMIN,
           sync_to_thread=True, status_code=201, request_max_body_size=MAX_DECISION_BODY_BYTES)
-    def break_glass(self, request: Request[Any, Any, Any], runtime: Runtime, data: BreakGlassIn) -> dict[str, Any]:
-        """A token flagged break_glass, without policy or approval; audited and marked in the run."""
+    def break_glass(self, request: Request[Any, Any, Any], runtime: Runtime, body: bytes) -> dict[str, Any]:
+        """A token flagged break_glass, without policy or approval; audited and marked in the run.
+
+        Body: ``{"tool_name", "args", "trace_id", "span_id"?, "justification", "ttl_s"?, "project_id"?}``.
+        """
+        data: BreakGlassIn = _decode(body, BreakGlassIn)
         p = current_principal(request)
         outcome = runtime.governance.break_glass(
             p, _project(p, data.project_id), _request(data.tool_name, data.args), trace_id=data.trace_id,

@@ -298,6 +298,15 @@ def test_bad_decision_requests_are_400_and_write_nothing(server: LiveServer, cha
     assert ("policy.decision", body["trace_id"]) not in audit_actions(server)
 
 
+@pytest.mark.parametrize("args_json", ['{"a":' * 5000 + "1" + "}" * 5000, '{"a": 1180591620717411303424}',
+                                       '{"a": NaN}', "[1"])
+def test_hostile_decision_bodies_are_400(server: LiveServer, args_json: str) -> None:
+    trace, span = new_ids()
+    body = f'{{"tool_name": "t", "trace_id": "{trace}", "span_id": "{span}", "args": {args_json}}}'
+    response = server.post("/v1/decisions", content=body, headers={"content-type": "application/json"})
+    assert response.status_code == 400 and error_of(response)["code"] == "invalid_input"
+
+
 def test_only_ingest_keys_decide(server: LiveServer) -> None:
     trace, span = new_ids()
     body = {"tool_name": "search_docs", "args": {}, "trace_id": trace, "span_id": span}
