@@ -5,6 +5,11 @@ invoke_agent root). Requests are pre-serialised so the clients spend little CPU;
 server is a real `traceward serve` subprocess with default settings (WAL fsync on).
 Peak server RSS is sampled while it works.
 
+Redaction and hashing run inside this measurement (they are on the ingest hot path). A second variant runs
+the same load with ``TRACEWARD_REDACTION=off`` — a setting that exists only for this benchmark and must never
+be used in production — so the cost of the default redaction rule set can be reported; it prints the ratio
+of throughputs and of server CPU per span when both variants ran.
+
 Run for real: make bench (or pytest benchmarks/test_ingest.py --benchmark-only -s).
 """
 
@@ -60,13 +65,40 @@ def _stored_steps(srv: LiveServer) -> int:
             return total
 
 
+_MEASURED: dict[str, tuple[float, float]] = {}
+"""variant → (spans/s, server CPU µs per span), for the redaction cost ratio."""
+
+
+@pytest.fixture
+def server_without_redaction(tmp_path: Path) -> Iterator[LiveServer]:
+    srv = LiveServer(tmp_path / "data", extra_env={"TRACEWARD_REDACTION": "off"}).start()  # benchmark only
+    yield srv
+    srv.stop()
+
+
 def test_ingest_throughput_grpc(benchmark, server: LiveServer, request: pytest.FixtureRequest) -> None:
+    _measure(benchmark, server, request, variant="redaction on")
+
+
+def test_ingest_throughput_grpc_without_redaction(benchmark, server_without_redaction: LiveServer,
+                                                  request: pytest.FixtureRequest) -> None:
+    _measure(benchmark, server_without_redaction, request, variant="redaction off")
+    if len(_MEASURED) == 2:
+        (on_rate, on_cpu), (off_rate, off_cpu) = _MEASURED["redaction on"], _MEASURED["redaction off"]
+        print(f"\nredaction (default rules) costs {1 - on_rate / off_rate:.0%} of throughput "
+              f"({on_rate:,.0f} vs {off_rate:,.0f} spans/s) and {on_cpu / off_cpu - 1:.0%} more server CPU per span "
+              f"({on_cpu:.0f} vs {off_cpu:.0f} µs)")
+        benchmark.extra_info["throughput_ratio_on_off"] = round(on_rate / off_rate, 3)
+
+
+def _measure(benchmark, server: LiveServer, request: pytest.FixtureRequest, *, variant: str) -> None:
     clients, per_client, spans_per_request = _sizes(request.config.getoption("benchmark_disable"))
     batches = [[make_agent_request(spans_per_request, seed=c * 1000 + i).SerializeToString()
                 for i in range(per_client)] for c in range(clients)]
     total = clients * per_client * spans_per_request
     proc = psutil.Process(server.proc.pid)
     peak = [proc.memory_info().rss]
+    cpu_before = sum(proc.cpu_times()[:2])
 
     def run() -> None:
         threads = [threading.Thread(target=_send_all, args=(server.grpc_port, b)) for b in batches]
@@ -80,11 +112,14 @@ def test_ingest_throughput_grpc(benchmark, server: LiveServer, request: pytest.F
             time.sleep(0.05)
 
     benchmark.pedantic(run, rounds=1, iterations=1)
+    cpu_us = (sum(proc.cpu_times()[:2]) - cpu_before) * 1e6 / total
     assert _stored_steps(server) == total
     seconds = benchmark.stats.stats.max if benchmark.stats else None
     if seconds:
         benchmark.extra_info["spans_per_s"] = round(total / seconds)
-        print(f"\n{total} spans in {seconds:.2f}s = {total / seconds:,.0f} spans/s; "
-              f"peak RSS {peak[0] / 2**20:.0f} MiB")
+        benchmark.extra_info["server_cpu_us_per_span"] = round(cpu_us)
+        _MEASURED[variant] = (total / seconds, cpu_us)
+        print(f"\n{variant}: {total} spans in {seconds:.2f}s = {total / seconds:,.0f} spans/s; "
+              f"server CPU {cpu_us:.0f} µs/span; peak RSS {peak[0] / 2**20:.0f} MiB")
     benchmark.extra_info["peak_rss_mib"] = round(peak[0] / 2**20)
     assert peak[0] < 1024 * 2**20
