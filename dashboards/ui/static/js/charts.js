@@ -3,7 +3,6 @@
 import { h } from "./dom.js";
 
 const NS = "http://www.w3.org/2000/svg";
-const W = 640;
 const H = 240;
 const PAD = { left: 56, right: 12, top: 10, bottom: 26 };
 export const PALETTE = ["#60a5fa", "#f5a524", "#f472b6", "#2dd4bf", "#a78bfa", "#f85149", "#a3b3c6"];
@@ -31,7 +30,8 @@ function timeLabel(ms, spanMs) {
  * Lines over time. ``series``: [{name, points: [[epochMs, value|null], …]}]; nulls break the line.
  * Returns a figure with the SVG and a legend; ``label`` names it for screen readers.
  */
-export function lineChart({ series, format, label }) {
+export function lineChart({ series, format, label, width = 640 }) {
+  const W = Math.max(320, Math.round(width));
   const xs = series.flatMap((s) => s.points.map((p) => p[0]));
   const ys = series.flatMap((s) => s.points.map((p) => p[1]).filter((v) => v !== null && v !== undefined));
   if (!xs.length || !ys.length) return h("p", { class: "muted" }, "No data in this range.");
@@ -72,14 +72,14 @@ export function lineChart({ series, format, label }) {
 }
 
 /** Horizontal bars: [{label, value, color?}]. */
-export function barChart({ bars, format, label }) {
+export function barChart({ bars, format, label, width = 640 }) {
+  const W = Math.max(320, Math.round(width));
   if (!bars.length) return h("p", { class: "muted" }, "Nothing to show in this range.");
   const rowH = 24;
   const height = bars.length * rowH + 8;
   const max = niceMax(Math.max(...bars.map((b) => b.value), 0));
   const labelW = 150;
   const chart = svg("svg", { viewBox: `0 0 ${W} ${height}`, role: "img", "aria-label": label, class: "bars" });
-  chart.style.height = `${Math.min(height, 400)}px`;
   bars.forEach((b, i) => {
     const y = 4 + i * rowH;
     const w = ((W - labelW - 70) * b.value) / max;

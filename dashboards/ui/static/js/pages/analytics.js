@@ -68,12 +68,13 @@ async function loadSeries(filters, bucket) {
   try {
     const rows = rowsOf(await api("/v1/analytics/timeseries", { params: { ...filters, bucket } }))
       .filter((r) => !Number.isNaN(bucketMs(r))).sort((a, b) => bucketMs(a) - bucketMs(b));
-    clear(boxes[0], lineChart({ label: "Run latency percentiles", format: (v) => fmtDuration(v),
+    const width = boxes[0].clientWidth;
+    clear(boxes[0], lineChart({ width, label: "Run latency percentiles", format: (v) => (v ? fmtDuration(v) : "0"),
       series: series(rows, [["run_p50_ms", "p50"], ["run_p90_ms", "p90"], ["run_p99_ms", "p99"]]) }));
-    clear(boxes[1], lineChart({ label: "Tokens per bucket", format: fmtCompact,
+    clear(boxes[1], lineChart({ width, label: "Tokens per bucket", format: fmtCompact,
       series: series(rows, [["tokens_in", "input"], ["tokens_out", "output"], ["tokens_cache_read", "cache read"],
         ["tokens_reasoning", "reasoning"]]) }));
-    clear(boxes[2], lineChart({ label: "Cost per bucket (USD)", format: (v) => fmtCost(v),
+    clear(boxes[2], lineChart({ width, label: "Cost per bucket (USD)", format: (v) => fmtCost(v),
       series: series(rows, [["cost_usd", "cost (USD)"]]) }));
   } catch (err) {
     for (const box of boxes) clear(box, failure(err, "Analytics time series (GET /v1/analytics/timeseries)"));
@@ -94,7 +95,7 @@ async function loadErrors(filters) {
       .map((r) => ({ label: `tool ${r.tool}`, value: r.tool_errors, color: "#f5a524" }));
     const total = rowsOf(byStatus).reduce((acc, r) => acc + (r.policy_violations || 0), 0);
     const bars = [...statusBars, ...toolBars, ...(total ? [{ label: "policy violations", value: total, color: "#f472b6" }] : [])];
-    clear(box, barChart({ bars, format: fmtCompact, label: "Errors by kind" }));
+    clear(box, barChart({ bars, format: fmtCompact, label: "Errors by kind", width: box.clientWidth }));
   } catch (err) {
     clear(box, failure(err, "Analytics breakdown (GET /v1/analytics/summary?group_by=…)"));
   }

@@ -13,7 +13,7 @@ import { Timeline } from "../timeline.js";
 const PAGE_SIZE = 1000;
 const runId = decodeURIComponent(location.pathname.split("/").filter(Boolean)[2] || "");
 const detail = document.getElementById("step-detail");
-let steps = [];
+const steps = [];
 
 const timeline = new Timeline({
   viewport: document.getElementById("tl-viewport"), spacer: document.getElementById("tl-spacer"),
@@ -125,17 +125,24 @@ function selectFromHash() {
   return false;
 }
 
-async function loadSteps(run) {
-  let cursor = null;
-  do {
-    const body = await api(`/v1/runs/${encodeURIComponent(runId)}/steps`, { params: { limit: PAGE_SIZE, cursor } });
-    steps = steps.concat(body.steps);
+/** All steps, PAGE_SIZE at a time; the next page is requested before this one is laid out. */
+async function loadSteps(runPromise) {
+  const url = `/v1/runs/${encodeURIComponent(runId)}/steps`;
+  const count = document.getElementById("timeline-count");
+  let pending = api(url, { params: { limit: PAGE_SIZE } });
+  let first = true;
+  while (pending) {
+    const body = await pending;
+    pending = body.next_cursor ? api(url, { params: { limit: PAGE_SIZE, cursor: body.next_cursor } }) : null;
+    for (const step of body.steps) steps.push(step);
     timeline.setSteps(steps);
-    document.getElementById("timeline-count").textContent = `${fmtInt(steps.length)} of ${fmtInt(run.step_count)} steps`;
-    if (!cursor) markRendered("timelineFirstPage");
-    cursor = body.next_cursor;
-  } while (cursor);
-  document.getElementById("timeline-count").textContent = `${fmtInt(steps.length)} steps`;
+    if (first) {
+      markRendered("timelineFirstPage");
+      first = false;
+    }
+    if (pending) count.textContent = `${fmtInt(steps.length)} of ${fmtInt((await runPromise).step_count)} steps`;
+  }
+  count.textContent = `${fmtInt(steps.length)} steps`;
   timeline.render();
   markRendered("timelineRendered");
 }
@@ -161,7 +168,7 @@ async function loadFindings(run) {
 }
 
 function feedbackForm(run) {
-  const score = h("input", { name: "score", type: "number", step: "any", "aria-label": "Score" });
+  const score = h("input", { name: "score", type: "number", step: "any", placeholder: "score", "aria-label": "Score" });
   const label = h("input", { name: "label", type: "text", maxlength: "64", placeholder: "label, e.g. wrong_answer", "aria-label": "Label" });
   const comment = h("input", { name: "comment", type: "text", placeholder: "comment", "aria-label": "Comment" });
   const form = h("form", { class: "row feedback-form" }, score, label, comment,
@@ -206,12 +213,15 @@ window.addEventListener("hashchange", selectFromHash);
 
 renderLegend();
 await startPage();
+const runPromise = api(`/v1/runs/${encodeURIComponent(runId)}`);
+const stepsLoaded = loadSteps(runPromise);
+stepsLoaded.catch(() => {}); // a missing run rejects both; reported once, below
 try {
-  const run = await api(`/v1/runs/${encodeURIComponent(runId)}`);
+  const run = await runPromise;
   renderHead(run);
   loadFindings(run);
   loadFeedback(run);
-  await loadSteps(run);
+  await stepsLoaded;
   checkChain(run);
   selectFromHash();
 } catch (err) {

@@ -61,7 +61,7 @@ function row(run) {
   return h("tr", { dataset: { runId: run.run_id }, class: selected.has(run.run_id) ? "selected" : "" },
     h("td", {}, selectBox(run)),
     h("td", {}, h("a", { href: `/ui/runs/${run.run_id}`, class: "mono", title: run.run_id }, shortId(run.run_id)),
-      run.name ? h("div", { class: "muted small" }, run.name) : null),
+      run.name && run.name !== run.agent ? h("div", { class: "muted small" }, run.name) : null),
     h("td", {}, run.agent || "—"), h("td", { class: "col-opt" }, run.service || "—"),
     h("td", {}, statusBadge(run.status), errors),
     h("td", {}, timeCell(run.started_at)),
