@@ -93,6 +93,8 @@ def _write_json(path: Path, doc: Any) -> None:
 # -- offline verification ----------------------------------------------------------------------------------
 def verify_export(directory: Path, public_keys: Mapping[str, Ed25519PublicKey]) -> tuple[str, RunReport]:
     """Verify an export against trusted public keys; returns (tenant id, report)."""
+    if not (directory / "steps.jsonl").is_file():
+        raise InvalidInputError(f"{directory}: not a run export (no steps.jsonl)")
     manifest = _read_json(directory / "manifest.json")
     seals = [SealEntry(int(s.get("audit_id", i)), s.get("seal") or {})
              for i, s in enumerate(_read_json(directory / "seals.json").get("seals") or [])]
@@ -136,7 +138,10 @@ def _jsonl_rows(path: Path) -> Iterator[dict[str, Any]]:
 
 def load_public_keys(path: Path) -> dict[str, Ed25519PublicKey]:
     """Ed25519 public keys by key id (JWK thumbprint) from a JWKS or PEM file; private keys yield their public key."""
-    data = path.read_bytes()
+    try:
+        data = path.read_bytes()
+    except OSError as exc:
+        raise InvalidInputError(f"{path}: cannot read the public key file ({exc.strerror})") from exc
     try:
         doc = orjson.loads(data)
     except orjson.JSONDecodeError:
