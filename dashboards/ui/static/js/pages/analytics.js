@@ -88,7 +88,7 @@ async function loadErrors(filters) {
       api("/v1/analytics/summary", { params: { ...filters, group_by: "status" } }),
       api("/v1/analytics/summary", { params: { ...filters, group_by: "tool" } }),
     ]);
-    const statusBars = rowsOf(byStatus).filter((r) => r.status && r.status !== "succeeded" && r.runs)
+    const statusBars = rowsOf(byStatus).filter((r) => (r.status === "failed" || r.status === "canceled") && r.runs)
       .map((r) => ({ label: `runs ${r.status}`, value: r.runs, color: r.status === "failed" ? "#f85149" : "#d29922" }));
     const toolBars = rowsOf(byTool).filter((r) => r.tool && r.tool_errors)
       .sort((a, b) => b.tool_errors - a.tool_errors).slice(0, 8)
