@@ -128,10 +128,9 @@ class StepRecorder:
         if not self._pending and not self._audits and not self._flush_lock.locked():
             return
         with self._flush_lock:
+            self.flush_audits()
             with self._lock:
                 batch, self._pending = self._pending, []
-                audits, self._audits = self._audits, []
-            self._write_audits(audits)
             groups: dict[tuple[str, str], list[StepDraft]] = {}
             for tenant_id, project_id, draft in batch:
                 groups.setdefault((tenant_id, project_id), []).append(draft)
@@ -143,7 +142,10 @@ class StepRecorder:
                     with self._lock:
                         self._pending[:0] = [(tenant_id, project_id, d) for d in drafts]
 
-    def _write_audits(self, audits: list[tuple[str, AuditEntry]]) -> None:
+    def flush_audits(self) -> None:
+        """Append the queued audit records now (one transaction)."""
+        with self._lock:
+            audits, self._audits = self._audits, []
         if not audits:
             return
         try:
@@ -170,15 +172,22 @@ class StepRecorder:
         while not self._stop.is_set():
             if not self._wake.wait(1.0):
                 continue
-            # Linger to gather a batch: each append wakes the flusher, whose round (a Delta commit) costs
-            # the same for 1 step as for 100. The receiver flushes us itself before it sequences spans.
-            self._stop.wait(self._linger_s)
-            self._wake.clear()
             try:
+                self._linger()
                 self.flush()
             except Exception:  # a background loop: log and keep going
                 logger.exception("governance step recorder failed")
                 time.sleep(0.5)
+
+    def _linger(self) -> None:
+        """Gather steps for ``linger_s`` (each WAL append wakes the flusher, whose round, a Delta commit,
+        costs the same for 1 step as for 100; the receiver flushes us itself before it sequences spans),
+        writing audit records as they come, so the audit log trails the answers by milliseconds only."""
+        deadline = time.monotonic() + self._linger_s
+        while (remaining := deadline - time.monotonic()) > 0 and not self._stop.is_set():
+            self._wake.clear()
+            self.flush_audits()
+            self._wake.wait(remaining)
 
 
 # ---------------------------------------------------------------- long-poll waiters
