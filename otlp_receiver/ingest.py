@@ -145,6 +145,12 @@ class Sequencer:
         for run_id in run_ids:
             self._runs[(tenant_id, run_id)].pending_until = position
 
+    def forget(self, tenant_id: str, run_ids: Iterable[str]) -> None:
+        """Drop deleted runs (retention), so a late span starts a fresh run at seq 0 instead of
+        continuing a count whose steps no longer exist."""
+        for run_id in run_ids:
+            self._runs.pop((tenant_id, run_id), None)
+
     def flushed(self, position: int) -> None:
         """The flusher has stored everything up to ``position``."""
         self._flushed = position
@@ -281,6 +287,11 @@ class IngestPipeline:
             draft, payload=dict(payload), name=fixed.get("name", draft.name),
             error_message=fixed.get("error_message", draft.error_message),
             redaction_meta=RedactionMeta((*field_meta.paths, *meta.paths), rules))
+
+    def forget_runs(self, tenant_id: str, run_ids: Sequence[str]) -> None:
+        """Retention deleted these runs: forget their seq counters and dedupe sets."""
+        with self._lock:
+            self.sequencer.forget(tenant_id, run_ids)
 
     def finish_run(self, tenant_id: str, run_id: str, status: RunStatus, finished_ns: int) -> int:
         """Record an explicit finish (idempotent: the first finish wins)."""

@@ -13,7 +13,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any
 
 from otlp_receiver.store.audit import AuditLog
@@ -39,8 +39,10 @@ class RetentionJob:
     """Deletes expired runs and audit rows per tenant; serialised, so on-demand and scheduled passes never overlap."""
 
     def __init__(self, index: RunIndex, steps: StepTable, audit: AuditLog, *, default_days: int, audit_days: int,
-                 interval_s: float, drain: Callable[[], object] | None = None) -> None:
+                 interval_s: float, drain: Callable[[], object] | None = None,
+                 forget: Callable[[str, Sequence[str]], None] | None = None) -> None:
         self.index, self.steps, self.audit = index, steps, audit
+        self.forget = forget
         self.plans = RetentionPlans(index)
         self.default_days, self.audit_days, self.interval_s = default_days, audit_days, interval_s
         self.drain = drain
@@ -99,6 +101,8 @@ class RetentionJob:
             if not run_ids:
                 break
             deleted = delete_runs(self.index, self.steps, self.audit, tenant_id, run_ids, actor=actor, reason=reason)
+            if self.forget is not None:
+                self.forget(tenant_id, run_ids)
             runs, steps = runs + deleted.runs, steps + deleted.steps
             if deleted.runs == 0:
                 break  # nothing removable (should not happen): don't spin

@@ -31,8 +31,8 @@ from otlp_receiver.store.keys import KeyRecord, KeyStore
 from otlp_receiver.store.steps import StepTable
 from otlp_receiver.wal import WriteAheadLog
 from server.auth import Authenticator, jwt_verifier
-from server.forwarding import forwarder_from_settings
 from server.findings_job import FindingsJob
+from server.forwarding import forwarder_from_settings
 from server.governance_wiring import governance_from_settings
 from server.metrics import Metrics, ObservedTraceServicer, StoreCollector
 from server.ratelimit import RateLimiter, limited_ingest_identity
@@ -78,7 +78,7 @@ class Runtime:
         self.retention = RetentionJob(
             self.index, self.steps, self.audit, default_days=settings.retention_days,
             audit_days=settings.audit_retention_days, interval_s=settings.retention_interval_s,
-            drain=lambda: self.flusher.wait_flushed(self.wal.end_position()))
+            drain=lambda: self.flusher.wait_flushed(self.wal.end_position()), forget=self.pipeline.forget_runs)
         self._wire_analytics(settings)
         self.grpc_server: grpc.Server | None = None
         self.grpc_port = 0

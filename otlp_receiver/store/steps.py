@@ -33,6 +33,7 @@ _ARROW_TYPES = {"string": pa.large_string(), "int64": pa.int64(), "int32": pa.in
                 "float64": pa.float64(), "bool": pa.bool_()}
 STEP_SCHEMA = pa.schema([pa.field(n, _ARROW_TYPES[t], nullable=null) for n, t, null in STEP_COLUMNS])
 _WRITER = WriterProperties(compression="ZSTD", max_row_group_size=16_384)
+_APPEND_ATTEMPTS = 4
 
 
 class StepTable:
@@ -54,15 +55,25 @@ class StepTable:
     def append(self, rows: pa.Table, *, wal_end: int) -> None:
         """Append one flush batch, recording ``wal_end`` as the table's app-transaction version."""
         props = CommitProperties(app_transactions=[Transaction(app_id=APP_ID, version=wal_end)])
-        try:
-            with self._lock:
-                target: DeltaTable | str = self._dt if self._dt is not None else self.path
-                write_deltalake(target, rows.cast(STEP_SCHEMA), mode="append",
-                                partition_by=list(PARTITION_COLUMNS), writer_properties=_WRITER,
-                                commit_properties=props)
-                self._refresh()
-        except (DeltaError, OSError, pa.ArrowException) as exc:
-            raise StorageError(f"step table append failed: {exc}") from exc
+        data = rows.cast(STEP_SCHEMA)
+        with self._lock:
+            for attempt in range(1, _APPEND_ATTEMPTS + 1):
+                try:
+                    target: DeltaTable | str = self._dt if self._dt is not None else self.path
+                    write_deltalake(target, data, mode="append", partition_by=list(PARTITION_COLUMNS),
+                                    writer_properties=_WRITER, commit_properties=props)
+                    self._refresh()
+                    return
+                except (DeltaError, OSError) as exc:
+                    # Another process (a CLI retention run, say) committed since our snapshot: look again.
+                    logger.warning("step table append attempt %d failed (%s); refreshing", attempt, type(exc).__name__)
+                    self._refresh_or_reopen()
+                    if self.committed_wal_end() >= wal_end:
+                        return  # the batch did commit before the error surfaced
+                    if attempt == _APPEND_ATTEMPTS:
+                        raise StorageError(f"step table append failed: {exc}") from exc
+                except pa.ArrowException as exc:
+                    raise StorageError(f"step table append failed: {exc}") from exc
 
     def committed_wal_end(self) -> int:
         """The WAL position the last committed batch ended at (0 for a new table)."""
@@ -93,6 +104,16 @@ class StepTable:
             self._dt.delete(predicate)
             self._dt.vacuum(retention_hours=0, enforce_retention_duration=False, dry_run=False)
             self._refresh()
+
+    def _refresh_or_reopen(self) -> None:
+        try:
+            self._refresh()
+        except (DeltaError, OSError):
+            self._dt = None
+            try:
+                self._dt = DeltaTable(self.path)
+            except TableNotFoundError:
+                self._dt = None
 
     def _refresh(self) -> None:
         if self._dt is None:

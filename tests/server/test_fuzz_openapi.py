@@ -27,7 +27,7 @@ hypothesis = pytest.importorskip("hypothesis")
 pytestmark = pytest.mark.e2e
 
 MAX_EXAMPLES = 6
-BUDGET_S = 30.0
+BUDGET_S = 60.0
 ENVELOPE_KEYS = {"code", "message", "details", "retryable"}
 
 

@@ -21,6 +21,7 @@ import subprocess
 import sys
 import time
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any
 
@@ -198,33 +199,43 @@ def _is_envelope(resp: httpx.Response) -> bool:
         set(body["error"]) == {"code", "message", "details", "retryable"}
 
 
+def _check_cell(client: httpx.Client, world: World, op: Operation, caller: str) -> list[str]:
+    want = expected_status(op, caller, world.resources)
+    resp = _call(client, world, op, caller)
+    got = resp.status_code
+    problems = []
+    if want == ALLOWED:
+        ok = got not in (401, 403) and got < 500
+    elif want == AS_IF_MISSING:
+        ok = 400 <= got < 500 and got not in (401, 403) and \
+            got == _call(client, world, op, caller, missing=True).status_code
+    else:
+        ok = got == want
+    if not ok:
+        problems.append(f"{op.method} {op.path} [{caller}]: expected {want}, got {got} {resp.text[:160]}")
+    if got >= 400 and not _is_envelope(resp) and not op.path.startswith("/schema/"):
+        # (Litestar's documentation pages answer an unknown /schema/<page> with an HTML 404)
+        problems.append(f"{op.method} {op.path} [{caller}]: {got} outside the envelope: {resp.text[:160]}")
+    if "x-ratelimit-limit" not in resp.headers:
+        problems.append(f"{op.method} {op.path} [{caller}]: no X-RateLimit-* headers")
+    return problems
+
+
 def test_matrix(world: World, operations: list[Operation]) -> None:
-    """One row per (route, method), one column per caller; all mismatches are reported together."""
+    """One row per (route, method), one column per caller; all mismatches are reported together.
+
+    The callers of one route are asked concurrently (routes one after another, so a mutating admin
+    call never interleaves with another route's cells)."""
     mismatches: list[str] = []
     cells = 0
-    with httpx.Client(timeout=30) as client:
+    with httpx.Client(timeout=30, limits=httpx.Limits(max_connections=len(CALLERS))) as client, \
+            ThreadPoolExecutor(max_workers=len(CALLERS)) as pool:
         for op in operations:
             if op.permissions is None:
                 continue  # reported by test_every_route_declares_a_known_permission
-            for caller in CALLERS:
-                want = expected_status(op, caller, world.resources)
-                resp = _call(client, world, op, caller)
+            for problems in pool.map(lambda caller, op=op: _check_cell(client, world, op, caller), CALLERS):
+                mismatches.extend(problems)
                 cells += 1
-                got = resp.status_code
-                if want == ALLOWED:
-                    ok = got not in (401, 403) and got < 500
-                elif want == AS_IF_MISSING:
-                    ok = 400 <= got < 500 and got not in (401, 403) and \
-                        got == _call(client, world, op, caller, missing=True).status_code
-                else:
-                    ok = got == want
-                if not ok:
-                    mismatches.append(f"{op.method} {op.path} [{caller}]: expected {want}, got {got} {resp.text[:160]}")
-                if got >= 400 and not _is_envelope(resp) and not op.path.startswith("/schema/"):
-                    # (Litestar's documentation pages answer an unknown /schema/<page> with an HTML 404)
-                    mismatches.append(f"{op.method} {op.path} [{caller}]: {got} outside the envelope: {resp.text[:160]}")
-                if "x-ratelimit-limit" not in resp.headers:
-                    mismatches.append(f"{op.method} {op.path} [{caller}]: no X-RateLimit-* headers")
     assert not mismatches, f"{len(mismatches)} of {cells} cells wrong:\n" + "\n".join(mismatches)
     assert cells >= 9 * 40
 
