@@ -244,3 +244,16 @@ def m009_run_seals(db: Database) -> None:
         CREATE TABLE seal_tips (
             tenant_id TEXT PRIMARY KEY, seal_hash TEXT NOT NULL, audit_id INTEGER NOT NULL
         ) WITHOUT ROWID""")
+
+
+@migrations()
+def m010_run_frame_cache(db: Database) -> None:
+    """The analytics runs cache (``otlp_receiver/store/frames.py``) re-reads runs changed since its last read,
+    and reloads a tenant after any deletion (the trigger counts real DELETEs; REPLACE does not fire it)."""
+    db.execute("CREATE INDEX runs_by_update ON runs (tenant_id, updated_ns)")
+    db.execute("CREATE TABLE run_deletions (tenant_id TEXT PRIMARY KEY, deleted INTEGER NOT NULL)")
+    db.execute("""
+        CREATE TRIGGER runs_deleted AFTER DELETE ON runs BEGIN
+            INSERT INTO run_deletions (tenant_id, deleted) VALUES (OLD.tenant_id, 1)
+            ON CONFLICT (tenant_id) DO UPDATE SET deleted = deleted + 1;
+        END""")
