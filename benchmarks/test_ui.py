@@ -49,9 +49,10 @@ def server(tmp_path_factory: pytest.TempPathFactory, sizes: tuple[int, int]) -> 
 
 @pytest.fixture(scope="module")
 def page(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
-    sync_api = pytest.importorskip("playwright.sync_api")
-    if not Path(CHROMIUM).exists() or shutil.which(CHROMIUM) is None:
-        pytest.skip(f"{CHROMIUM} is not installed")
+    from playwright import sync_api
+
+    assert Path(CHROMIUM).exists() and shutil.which(CHROMIUM), \
+        f"{CHROMIUM} is not installed: `make test` installs Debian's chromium package"
     with sync_api.sync_playwright() as playwright:
         context = playwright.chromium.launch_persistent_context(
             str(tmp_path_factory.mktemp("chromium-bench")), executable_path=CHROMIUM, args=CHROMIUM_ARGS,

@@ -7,6 +7,7 @@ from typing import Any
 
 import orjson
 import pytest
+import rfc8785  # the reference JCS implementation (a dev dependency)
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -28,12 +29,6 @@ from otlp_receiver.chain import (
     verify_seal,
 )
 from otlp_receiver.model import RedactionMeta, RedactionRuleHit, StepType
-
-try:  # the reference implementation (dev dependency); only the equivalence tests need it
-    import rfc8785
-except ImportError:  # pragma: no cover
-    rfc8785 = None
-needs_rfc8785 = pytest.mark.skipif(rfc8785 is None, reason="rfc8785 (reference JCS) not installed")
 
 TENANT, RUN = "tenant-a", "0af7651916cd43dd8448eb211c80319c"
 SAFE_INT = 2**53 - 1
@@ -68,7 +63,6 @@ json_values = st.recursive(json_scalars, lambda inner: st.lists(inner, max_size=
 
 
 # --- canonical JSON -------------------------------------------------------------------------------------
-@needs_rfc8785
 @settings(max_examples=500, deadline=None)
 @given(json_values)
 def test_canonical_json_equals_rfc8785_within_its_domain(value: Any) -> None:

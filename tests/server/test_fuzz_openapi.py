@@ -13,16 +13,15 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+import hypothesis
 import pytest
+import schemathesis
 
 from server.app import create_app
 from server.auth import PERMISSIONS, route_permissions
 from server.runtime import Runtime
 from server.settings import Settings
 from tests.live import ADMIN_KEY, INGEST_KEY, LiveServer
-
-schemathesis = pytest.importorskip("schemathesis", reason="schemathesis is a dev dependency")
-hypothesis = pytest.importorskip("hypothesis")
 
 pytestmark = pytest.mark.e2e
 

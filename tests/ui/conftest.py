@@ -111,10 +111,11 @@ def seeded(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Seeded]:
 
 @pytest.fixture(scope="package")
 def browser_context(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
-    """Headless Debian Chromium with a fresh profile (skipped when Playwright or Chromium is missing)."""
-    sync_api = pytest.importorskip("playwright.sync_api")
-    if not Path(CHROMIUM).exists() or shutil.which(CHROMIUM) is None:
-        pytest.skip(f"{CHROMIUM} is not installed (apt-get install -y chromium)")
+    """Headless Debian Chromium with a fresh profile (`make test` installs both Playwright and Chromium)."""
+    from playwright import sync_api
+
+    assert Path(CHROMIUM).exists() and shutil.which(CHROMIUM), \
+        f"{CHROMIUM} is not installed: `make test` installs Debian's chromium package"
     ARTIFACTS.mkdir(parents=True, exist_ok=True)
     with sync_api.sync_playwright() as playwright:
         context = playwright.chromium.launch_persistent_context(
