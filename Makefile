@@ -37,6 +37,7 @@ lint: $(STAMP)
 
 test: $(STAMP) system-deps
 	$(BIN)/lint-imports
+	$(BIN)/ruff check otlp_receiver analysis diff governance server dashboards tests benchmarks
 	$(BIN)/python -m pytest -q tests
 	$(BIN)/python -m pytest -q benchmarks --benchmark-disable
 
