@@ -26,6 +26,7 @@ from otlp_receiver.service import IngestIdentity, start_grpc_server
 from otlp_receiver.store.audit import AuditLog
 from otlp_receiver.store.events import record_flush_events
 from otlp_receiver.store.findings import queue_finished_runs
+from otlp_receiver.store.frames import RunFrameCache
 from otlp_receiver.store.index import RunIndex
 from otlp_receiver.store.keys import KeyRecord, KeyStore
 from otlp_receiver.store.steps import StepTable
@@ -96,6 +97,7 @@ class Runtime:
             on_findings=lambda new: [self.metrics.findings.labels(f.kind).inc() for f in new])
         self.flusher.hooks.extend((record_flush_events, queue_finished_runs))
         self.flusher.listeners.append(self._after_flush)
+        self.run_frames = RunFrameCache(self.index)
         self.health_cache: dict[str, tuple[float, dict[str, Any]]] = {}
         self.closing = threading.Event()
         """Set when the server shuts down: open event streams end."""

@@ -257,3 +257,11 @@ def m010_run_frame_cache(db: Database) -> None:
             INSERT INTO run_deletions (tenant_id, deleted) VALUES (OLD.tenant_id, 1)
             ON CONFLICT (tenant_id) DO UPDATE SET deleted = deleted + 1;
         END""")
+
+
+@migrations()
+def m011_drop_run_deletion_counter(db: Database) -> None:
+    """Undo m010's deletion counter: sqlite-utils turns ``recursive_triggers`` on, so the trigger also fired on
+    every ``INSERT OR REPLACE`` of a run. The runs cache compares row counts instead."""
+    db.execute("DROP TRIGGER runs_deleted")
+    db.execute("DROP TABLE run_deletions")

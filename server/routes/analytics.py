@@ -17,8 +17,8 @@ Feedback: anyone who may read runs (viewer, approver, admin) may annotate them, 
 application with its ingest key (end-user thumbs up/down); the author is recorded.
 
 Unknown group keys, buckets or too many buckets answer 422 ``invalid_analytics_query``; malformed
-parameters 400. The frames come from the store (``otlp_receiver/store/frames.py``, ``StepTable.scan``)
-and every number from ``analysis/``.
+parameters 400. The frames come from the store (``RunFrameCache`` in ``otlp_receiver/store/frames.py``,
+``StepTable.scan`` over the range's day partitions) and every number from ``analysis/``.
 """
 
 from __future__ import annotations
@@ -40,7 +40,7 @@ from analysis.health import health_pulse
 from otlp_receiver.errors import InvalidInputError, NotFoundError
 from otlp_receiver.model import RunStatus
 from otlp_receiver.store import findings as finding_store
-from otlp_receiver.store.frames import RunScope, pending_approvals, runs_frame, step_days
+from otlp_receiver.store.frames import RunScope, pending_approvals, step_days
 from server.auth import current_principal
 from server.routes.ingest import normalise_run_id
 from server.routes.runs import encode_seq_cursor
@@ -97,12 +97,12 @@ def _check_buckets(bucket: str, after_ns: int, before_ns: int) -> None:
 
 
 def _frames(runtime: Runtime, tenant: str, filters: Filters) -> tuple[pl.LazyFrame, pl.LazyFrame]:
-    """The runs (time range and equality filters in SQL) and the steps of the range's day partitions."""
+    """The runs (from the in-memory runs cache) and the steps of the range's day partitions."""
     scope = RunScope(started_after_ns=filters.started_after_ns, started_before_ns=filters.started_before_ns,
                      agent=filters.agent, service=filters.service, status=filters.status,
                      environment=filters.environment)
     days = step_days(filters.started_after_ns, filters.started_before_ns, now_ns=time.time_ns())
-    return runs_frame(runtime.index, tenant, scope), runtime.steps.scan(tenant, days)
+    return runtime.run_frames.runs(tenant, scope), runtime.steps.scan(tenant, days)
 
 
 def _range(filters: Filters) -> dict[str, Any]:
@@ -192,8 +192,8 @@ class AnalyticsController(Controller):
             return cached[1]
         now = time.time_ns()
         midnight = now // DAY_NS * DAY_NS
-        runs = runs_frame(runtime.index, tenant, RunScope(started_after_ns=midnight - 7 * DAY_NS,
-                                                          started_before_ns=now + 1, with_running=True))
+        runs = runtime.run_frames.runs(tenant, RunScope(started_after_ns=midnight - 7 * DAY_NS,
+                                                         started_before_ns=now + 1, with_running=True))
         steps = runtime.steps.scan(tenant, step_days(now - 3_600 * 10**9, now + 1, now_ns=now))
         pulse = health_pulse(runs, steps, now_ns=now, pending_approvals=pending_approvals(runtime.index, tenant,
                                                                                            now_ns=now))

@@ -13,6 +13,7 @@ from analysis.frames import RUN_COLUMNS, RUN_SCHEMA, empty_runs
 from otlp_receiver.store.frames import (
     RUN_FRAME_COLUMNS,
     RUN_FRAME_SCHEMA,
+    RunFrameCache,
     RunScope,
     load_runs,
     pending_approvals,
@@ -137,3 +138,60 @@ def test_frame_feeds_polars_queries(index: RunIndex) -> None:
     exploded = runs_frame(index, "t1").explode("model_names", empty_as_null=True).select("model_names").collect()
     assert exploded["model_names"].to_list().count(None) == 1
     assert exploded.schema["model_names"] == pl.String
+
+
+# --- the in-memory cache --------------------------------------------------------------------------------------
+
+SCOPES = [
+    RunScope(), RunScope(started_after_ns=T0 + DAY), RunScope(started_before_ns=T0 + 2 * DAY),
+    RunScope(started_after_ns=T0, started_before_ns=T0 + 3 * DAY, agent="a1"), RunScope(status="running"),
+    RunScope(started_after_ns=T0 + 3 * DAY, with_running=True), RunScope(run_ids=["r1", "r3", "nope"]),
+    RunScope(environment="dev", service="svc"),
+]
+
+
+def cached_equals_sql(cache: RunFrameCache, index: RunIndex, scope: RunScope) -> None:
+    got = cache.runs("t1", scope).collect().sort("run_id")
+    assert_frame_equal(got, load_runs(index, "t1", scope).sort("run_id"))
+
+
+def test_cache_answers_every_scope_as_sql_does(index: RunIndex) -> None:
+    for n in range(5):
+        insert_run(index, f"r{n}", T0 + n * DAY, agent=f"a{n % 2}", status="running" if n == 2 else "succeeded",
+                   environment="dev" if n % 2 else "prod", model_names=["m"] * (n % 2), updated_ns=n)
+    cache = RunFrameCache(index)
+    for scope in SCOPES:
+        cached_equals_sql(cache, index, scope)
+
+
+def test_cache_sees_new_and_changed_runs(index: RunIndex) -> None:
+    insert_run(index, "r1", T0, status="running", updated_ns=100)
+    cache = RunFrameCache(index)
+    assert cache.runs("t1").collect()["status"].to_list() == ["running"]
+    with index.transaction() as db:
+        db.execute("UPDATE runs SET status = 'failed', finished_ns = ?, updated_ns = 200 WHERE run_id = 'r1'", [T0 + 9])
+    insert_run(index, "r2", T0 + 1, updated_ns=200)
+    frame = cache.runs("t1").collect().sort("run_id")
+    assert frame["status"].to_list() == ["failed", "succeeded"]
+    assert frame["duration_ns"].to_list() == [9, 2 * 10**9]
+
+
+def test_cache_reloads_a_tenant_after_deletions(index: RunIndex) -> None:
+    insert_run(index, "r1", T0, updated_ns=100)
+    insert_run(index, "r2", T0, updated_ns=100)
+    cache = RunFrameCache(index)
+    assert cache.runs("t1").collect().height == 2
+    with index.transaction() as db:
+        db.execute("DELETE FROM runs WHERE run_id = 'r1'")
+    insert_run(index, "r3", T0, updated_ns=50)  # an old stamp, and the same count as before: still noticed
+    assert sorted(cache.runs("t1").collect()["run_id"]) == ["r2", "r3"]
+
+
+def test_cache_is_bounded_and_falls_back_to_sql(index: RunIndex) -> None:
+    for n in range(3):
+        insert_run(index, f"r{n}", T0 + n)
+    insert_run(index, "x", T0, tenant_id="t2")
+    cache = RunFrameCache(index, max_runs=2)
+    assert cache.runs("t1").collect().height == 3  # too big to keep: read from SQL
+    assert cache.runs("t2").collect().height == 1
+    assert list(cache._entries) == ["t2"]
