@@ -105,8 +105,25 @@ class FindingsJob:
             by_tenant[item.tenant_id].append(item)
         now = time.time_ns() if now_ns is None else now_ns
         for tenant_id, items in by_tenant.items():
-            self._scan_tenant(tenant_id, items, now)
+            try:
+                self._scan_tenant(tenant_id, items, now)
+            except StorageError:
+                raise  # the stores are unavailable: the whole round is retried
+            except Exception:  # background boundary: find the run that breaks the scan, don't block the queue
+                logger.exception("findings scan failed for %d runs of tenant %s; scanning them one by one",
+                                 len(items), tenant_id)
+                self._scan_one_by_one(tenant_id, items, now)
         return len(queued)
+
+    def _scan_one_by_one(self, tenant_id: str, items: list[QueuedScan], now_ns: int) -> None:
+        for item in items:
+            try:
+                self._scan_tenant(tenant_id, [item], now_ns)
+            except StorageError:
+                raise
+            except Exception:  # background boundary: a run the scan cannot handle is skipped, once, loudly
+                logger.exception("findings scan of run %s (tenant %s) failed; skipped", item.run_id, tenant_id)
+                save_scan(self.index, tenant_id, [item], [], now_ns=now_ns)
 
     def housekeeping(self, *, now_ns: int | None = None) -> None:
         """Queue idle runs, prune old events and old scan marks."""

@@ -19,6 +19,7 @@ from otlp_receiver.model import Span, StatusCode
 from otlp_receiver.service import IngestIdentity
 from otlp_receiver.store.events import read_events
 from otlp_receiver.store.findings import queue_depth, run_findings
+from server import findings_job
 from server.runtime import Runtime
 from server.settings import Settings
 from tests.factories import make_child, make_span
@@ -165,3 +166,22 @@ def test_findings_api_filters_pages_links_and_run_detail(tmp_path: Path) -> None
 
 def _error(response: Any) -> tuple[int, str]:
     return response.status_code, orjson.loads(response.content)["error"]["code"]
+
+
+def test_a_run_that_breaks_the_scan_does_not_block_the_queue(runtime: Runtime,
+                                                            monkeypatch: pytest.MonkeyPatch) -> None:
+    good, bad = failing_run(start_ns=time.time_ns() - 60 * SECOND), failing_run(start_ns=time.time_ns() - 50 * SECOND)
+    runtime.ingest_spans(IDENTITY, [*good, *bad])
+    runtime.flusher.drain()
+    real_scan = findings_job.scan_runs
+
+    def fragile_scan(runs: Any, steps: Any, **kwargs: Any) -> Any:
+        if bad[0].trace_id in runs["run_id"].to_list():
+            raise ValueError("cannot scan this run")
+        return real_scan(runs, steps, **kwargs)
+
+    monkeypatch.setattr(findings_job, "scan_runs", fragile_scan)
+    assert runtime.findings_job.run_once() == 2
+    assert run_findings(runtime.index, "default", good[0].trace_id)
+    assert run_findings(runtime.index, "default", bad[0].trace_id) == []
+    assert queue_depth(runtime.index) == 0
