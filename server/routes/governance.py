@@ -284,9 +284,9 @@ class DecisionsController(Controller):
     path = "/v1/decisions"
     tags = ["governance"]
 
-    @post("/", summary="Decide on a tool call", opt=DECIDE, sync_to_thread=True, status_code=200,
+    @post("/", summary="Decide on a tool call", opt=DECIDE, status_code=200,
           request_max_body_size=MAX_DECISION_BODY_BYTES)
-    def decide(self, request: Request[Any, Any, Any], runtime: Runtime, body: bytes) -> dict[str, Any]:
+    async def decide(self, request: Request[Any, Any, Any], runtime: Runtime, body: bytes) -> dict[str, Any]:
         """Evaluate the active policy; recorded as a ``policy`` step in the run of ``trace_id`` and audited.
 
         Body (JSON, unknown fields rejected): ``DecisionIn`` — tool_name, args, trace_id, span_id, agent?,
@@ -296,9 +296,9 @@ class DecisionsController(Controller):
         data: DecisionIn = _decode(body, DecisionIn)
         decision_request = _request(data.tool_name, data.args, data.agent, data.environment, data.action_class,
                                     data.autonomy_level)
-        outcome = runtime.governance.decide(current_principal(request), decision_request,
-                                            trace_id=data.trace_id, span_id=data.span_id,
-                                            context=ApprovalContext.from_dict(data.context))
+        outcome = await runtime.governance.decide_async(current_principal(request), decision_request,
+                                                        trace_id=data.trace_id, span_id=data.span_id,
+                                                        context=ApprovalContext.from_dict(data.context))
         return decision_to_json(outcome)
 
 
