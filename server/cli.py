@@ -217,10 +217,10 @@ def _announce_keys(runtime: Runtime) -> None:
 async def _serve_http(runtime: Runtime) -> None:
     s = runtime.settings
     servers = [
-        uvicorn.Server(uvicorn.Config(create_app(runtime), host=s.host, port=s.http_port, access_log=False,
+        uvicorn.Server(uvicorn.Config(create_app(runtime), host=s.host, port=s.http_port, access_log=False, timeout_graceful_shutdown=5,
                                       log_level="warning", lifespan="on")),
         uvicorn.Server(uvicorn.Config(create_otlp_http_app(runtime), host=s.host, port=s.otlp_http_port,
-                                      access_log=False, log_level="warning", lifespan="on")),
+                                      access_log=False, timeout_graceful_shutdown=5, log_level="warning", lifespan="on")),
     ]
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):

@@ -102,6 +102,11 @@ def http_exception_handler(request: Request[Any, Any, Any], exc: HTTPException) 
                                          retryable=retryable, headers=dict(exc.headers or {}) or None))
 
 
+def recursion_handler(request: Request[Any, Any, Any], exc: RecursionError) -> Response[Any]:
+    """A body nested too deeply to decode is the client's error, not a 500."""
+    return for_request(request, envelope("invalid_input", "request body nested too deeply", status=400))
+
+
 def internal_error_handler(request: Request[Any, Any, Any], exc: Exception) -> Response[dict[str, Any]]:
     """Anything unexpected: log the traceback once, answer a generic 500."""
     logger.error("unhandled error on %s %s", request.method, request.url.path, exc_info=exc)
@@ -116,5 +121,6 @@ EXCEPTION_HANDLERS: dict[Any, Any] = {
     AppError: app_error_handler,
     ValidationException: validation_handler,
     HTTPException: http_exception_handler,
+    RecursionError: recursion_handler,
     Exception: internal_error_handler,
 }
