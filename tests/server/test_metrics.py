@@ -1,7 +1,7 @@
 """GET /metrics: Prometheus exposition checked by ``promtool check metrics`` and scraped by a real Prometheus.
 
-Needs the Debian package ``prometheus`` (``/usr/bin/prometheus`` and ``/usr/bin/promtool``); the tests
-that need a binary are skipped with a reason when it is missing. The server runs with
+Needs the Debian package ``prometheus`` (``/usr/bin/prometheus`` and ``/usr/bin/promtool``), which
+``make test`` installs; without it those two tests fail and say so. The server runs with
 TRACEWARD_METRICS_PUBLIC=false (so Prometheus scrapes with the admin bearer token, as an operator
 would configure it) and TRACEWARD_METRICS_MAX_AGENTS=2 (so the label cap shows with three agents).
 """
