@@ -165,7 +165,7 @@ def test_openapi_lists_every_route_with_a_summary() -> None:
     """In-process: the generated document covers every route the app serves, each with a summary."""
     app = create_app(SimpleNamespace(settings=Settings()))  # type: ignore[arg-type]
     operations = _operations(app.openapi_schema.to_schema())
-    assert DOCUMENTED_OPERATIONS <= _app_operations()  # the README's routes exist (more may be added)
+    assert _app_operations() >= DOCUMENTED_OPERATIONS  # the README's routes exist (more may be added)
     assert set(operations) == _app_operations()
     for key, op in operations.items():
         assert op.get("summary"), f"{key} has no summary"
