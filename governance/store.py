@@ -16,7 +16,6 @@ Imports governance's pure modules and otlp_receiver's store; never server/ or li
 
 from __future__ import annotations
 
-import base64
 import hashlib
 import time
 import uuid
@@ -31,6 +30,7 @@ from governance.approvals import Approval, ApprovalContext
 from governance.policy import Policy, parse_policy, policy_to_dict
 from otlp_receiver.chain import canonical_json
 from otlp_receiver.errors import ConflictError, InvalidInputError, NotFoundError
+from otlp_receiver.store import cursor as _cursor
 from otlp_receiver.store.audit import AuditLog
 from otlp_receiver.store.index import RunIndex
 
@@ -326,16 +326,11 @@ def overdue_approvals(index: RunIndex, now_ns: int, *, limit: int = 200) -> list
 
 
 def _encode_cursor(created_ns: int, approval_id: str) -> str:
-    return base64.urlsafe_b64encode(orjson.dumps([created_ns, approval_id])).decode().rstrip("=")
+    return _cursor.encode_cursor(created_ns, approval_id)
 
 
 def _decode_cursor(cursor: str) -> tuple[int, str]:
-    try:
-        created_ns, approval_id = orjson.loads(base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)))
-        if not isinstance(created_ns, int) or not isinstance(approval_id, str):
-            raise ValueError("wrong types")
-    except (ValueError, TypeError, orjson.JSONDecodeError) as exc:
-        raise InvalidInputError("malformed cursor", details={"cursor": "not a cursor from this API"}) from exc
+    created_ns, approval_id = _cursor.decode_cursor(cursor, int, str)
     return created_ns, approval_id
 
 

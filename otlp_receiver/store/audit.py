@@ -10,7 +10,6 @@ Reads page with a keyset cursor over ``(ts_ns, id)``.
 
 from __future__ import annotations
 
-import base64
 import hashlib
 import time
 from collections.abc import Mapping
@@ -21,7 +20,7 @@ import orjson
 from sqlite_utils import Database
 
 from otlp_receiver.chain import canonical_json
-from otlp_receiver.errors import InvalidInputError
+from otlp_receiver.store import cursor as _cursor
 from otlp_receiver.store.index import RunIndex
 
 
@@ -116,12 +115,9 @@ class AuditLog:
 
 
 def _encode_cursor(ts_ns: int, row_id: int) -> str:
-    return base64.urlsafe_b64encode(orjson.dumps([ts_ns, row_id])).decode().rstrip("=")
+    return _cursor.encode_cursor(ts_ns, row_id)
 
 
 def _decode_cursor(cursor: str) -> tuple[int, int]:
-    try:
-        ts_ns, row_id = orjson.loads(base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)))
-        return int(ts_ns), int(row_id)
-    except (ValueError, TypeError, orjson.JSONDecodeError) as exc:
-        raise InvalidInputError("malformed cursor", details={"cursor": "not a cursor from this API"}) from exc
+    ts_ns, row_id = _cursor.decode_cursor(cursor, int, int)
+    return ts_ns, row_id

@@ -15,7 +15,6 @@ Plain rows in and out: this module must not import ``analysis`` (the layer above
 
 from __future__ import annotations
 
-import base64
 import secrets
 import time
 from collections.abc import Sequence
@@ -25,7 +24,7 @@ from typing import TYPE_CHECKING, Any
 import orjson
 from sqlite_utils import Database
 
-from otlp_receiver.errors import InvalidInputError
+from otlp_receiver.store import cursor as _cursor
 from otlp_receiver.store.events import FINAL_STATUSES, append_event
 from otlp_receiver.store.index import RunIndex
 
@@ -196,17 +195,12 @@ def finding_to_dict(f: StoredFinding) -> dict[str, Any]:
 
 def encode_cursor(ns: int, key: str) -> str:
     """Opaque keyset cursor after ``(ns, key)``."""
-    return base64.urlsafe_b64encode(orjson.dumps([ns, key])).decode().rstrip("=")
+    return _cursor.encode_cursor(ns, key)
 
 
 def decode_cursor(cursor: str) -> tuple[int, str]:
     """Inverse of :func:`encode_cursor`; a malformed cursor is the client's error."""
-    try:
-        ns, key = orjson.loads(base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)))
-        if not isinstance(ns, int) or not isinstance(key, str):
-            raise ValueError("wrong types")
-    except (ValueError, TypeError, orjson.JSONDecodeError) as exc:
-        raise InvalidInputError("malformed cursor", details={"cursor": "not a cursor from this API"}) from exc
+    ns, key = _cursor.decode_cursor(cursor, int, str)
     return ns, key
 
 

@@ -8,7 +8,6 @@ first one does and pages stay stable while new runs arrive.
 
 from __future__ import annotations
 
-import base64
 import sqlite3
 import threading
 from collections.abc import Iterator, Sequence
@@ -20,8 +19,9 @@ from typing import Any
 import orjson
 from sqlite_utils import Database
 
-from otlp_receiver.errors import InvalidInputError, StorageError
+from otlp_receiver.errors import StorageError
 from otlp_receiver.model import Run, RunId, RunStatus, TenantId
+from otlp_receiver.store import cursor as _cursor
 from otlp_receiver.store.migrations import migrations
 
 _PRAGMAS = ("PRAGMA journal_mode=WAL", "PRAGMA synchronous=NORMAL", "PRAGMA busy_timeout=10000",
@@ -46,18 +46,12 @@ class RunFilters:
 
 def encode_cursor(started_ns: int, run_id: str) -> str:
     """Opaque cursor for the position after ``(started_ns, run_id)``."""
-    return base64.urlsafe_b64encode(orjson.dumps([started_ns, run_id])).decode().rstrip("=")
+    return _cursor.encode_cursor(started_ns, run_id)
 
 
 def decode_cursor(cursor: str) -> tuple[int, str]:
     """Inverse of :func:`encode_cursor`; a malformed cursor is the client's error."""
-    try:
-        raw = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4))
-        started_ns, run_id = orjson.loads(raw)
-        if not isinstance(started_ns, int) or not isinstance(run_id, str):
-            raise ValueError("wrong types")
-    except (ValueError, TypeError, orjson.JSONDecodeError) as exc:
-        raise InvalidInputError("malformed cursor", details={"cursor": "not a cursor from this API"}) from exc
+    started_ns, run_id = _cursor.decode_cursor(cursor, int, str)
     return started_ns, run_id
 
 

@@ -11,7 +11,6 @@ optional ``db`` so the caller can put the change and its audit record in one tra
 
 from __future__ import annotations
 
-import base64
 import hashlib
 import hmac
 import re
@@ -21,10 +20,10 @@ import uuid
 from dataclasses import dataclass, replace
 from typing import Any
 
-import orjson
 from sqlite_utils import Database
 
 from otlp_receiver.errors import AuthenticationError, ConflictError, InvalidInputError, NotFoundError
+from otlp_receiver.store import cursor as _cursor
 from otlp_receiver.store.index import RunIndex
 
 ROLES = ("ingest", "viewer", "approver", "admin")
@@ -229,14 +228,9 @@ def _from_row(row: dict[str, Any]) -> KeyRecord:
 
 
 def _encode_cursor(created_ns: int, key_id: str) -> str:
-    return base64.urlsafe_b64encode(orjson.dumps([created_ns, key_id])).decode().rstrip("=")
+    return _cursor.encode_cursor(created_ns, key_id)
 
 
 def _decode_cursor(cursor: str) -> tuple[int, str]:
-    try:
-        created_ns, key_id = orjson.loads(base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)))
-        if not isinstance(created_ns, int) or not isinstance(key_id, str):
-            raise ValueError("wrong types")
-    except (ValueError, TypeError, orjson.JSONDecodeError) as exc:
-        raise InvalidInputError("malformed cursor", details={"cursor": "not a cursor from this API"}) from exc
+    created_ns, key_id = _cursor.decode_cursor(cursor, int, str)
     return created_ns, key_id

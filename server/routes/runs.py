@@ -2,15 +2,14 @@
 
 from __future__ import annotations
 
-import base64
 from typing import Annotated, Any
 
-import orjson
 from litestar import Controller, Request, get, post
 from litestar.params import Parameter
 
 from otlp_receiver.errors import InvalidInputError, NotFoundError
 from otlp_receiver.model import RunStatus, StepType
+from otlp_receiver.store.cursor import decode_cursor, encode_cursor
 from otlp_receiver.store.findings import run_findings
 from otlp_receiver.store.index import RunFilters
 from server.auth import current_principal
@@ -52,18 +51,15 @@ def _filters(status: str | None, service: str | None, agent: str | None, model: 
 
 def encode_seq_cursor(seq: int) -> str:
     """Opaque cursor after a step seq."""
-    return base64.urlsafe_b64encode(orjson.dumps({"seq": seq})).decode().rstrip("=")
+    return encode_cursor(seq)
 
 
 def decode_seq_cursor(cursor: str) -> int:
     """Inverse of :func:`encode_seq_cursor`."""
-    try:
-        seq = orjson.loads(base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)))["seq"]
-        if not isinstance(seq, int) or seq < -1:
-            raise ValueError("bad seq")
-    except (ValueError, TypeError, KeyError, orjson.JSONDecodeError) as exc:
-        raise InvalidInputError("malformed cursor", details={"cursor": "not a cursor from this API"}) from exc
-    return seq
+    (seq,) = decode_cursor(cursor, int)
+    if seq < -1:
+        raise InvalidInputError("malformed cursor", details={"cursor": "not a cursor from this API"})
+    return int(seq)
 
 
 class RunsController(Controller):
