@@ -188,6 +188,9 @@ def _run_retention(args: argparse.Namespace) -> int:
 
 def _serve(args: argparse.Namespace) -> int:
     settings = _settings(args)
+    # Request threads wait for the GIL while the flusher runs Python; CPython hands it over every 5 ms by
+    # default, which showed up directly as p99 latency (decisions p99 35 ms → ~13 ms at 1 ms).
+    sys.setswitchinterval(settings.gil_switch_interval_s)
     runtime = Runtime(settings)
     runtime.start()
     _announce_keys(runtime)
