@@ -60,3 +60,32 @@ STEP_COLUMNS: Final[tuple[tuple[str, str, bool], ...]] = (
 
 STEP_COLUMN_NAMES: Final[tuple[str, ...]] = tuple(name for name, _, _ in STEP_COLUMNS)
 PARTITION_COLUMNS: Final[tuple[str, ...]] = ("tenant_id", "day")
+
+# The runs frame analytics receive (``otlp_receiver/store/frames.py`` builds it from the run index):
+# (name, type name, nullable). One definition for the store and ``analysis``.
+RUN_COLUMNS: Final[tuple[tuple[str, str, bool], ...]] = (
+    ("tenant_id", "string", False),
+    ("project_id", "string", False),
+    ("run_id", "string", False),
+    ("status", "string", False),
+    ("name", "string", True),
+    ("service", "string", True),
+    ("service_version", "string", True),
+    ("environment", "string", True),
+    ("agent", "string", True),
+    ("started_ns", "int64", False),
+    ("finished_ns", "int64", True),
+    ("duration_ns", "int64", True),
+    ("tokens_in", "int64", False),
+    ("tokens_out", "int64", False),
+    ("tokens_cache_read", "int64", False),
+    ("tokens_cache_write", "int64", False),
+    ("tokens_reasoning", "int64", False),
+    ("cost_usd", "float64", True),
+    ("cost_source", "string", True),
+    ("tool_count", "int64", False),
+    ("step_count", "int64", False),
+    ("error_count", "int64", False),
+    ("model_names", "list[string]", False),
+    ("tool_names", "list[string]", False),
+)

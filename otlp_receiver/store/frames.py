@@ -1,4 +1,4 @@
-"""The runs index as a polars frame for analytics: SQL → ``RUN_COLUMNS`` (``analysis/frames.py``).
+"""The runs index as a polars frame for analytics: SQL → ``RUN_COLUMNS`` (``otlp_receiver/columns.py``).
 
 otlp_receiver is the base layer and must not import ``analysis``, so the column list is repeated
 here; ``tests/otlp_receiver/test_frames.py`` asserts both lists are equal. The time range and the
@@ -23,36 +23,11 @@ from typing import Any, Final
 
 import polars as pl
 
+from otlp_receiver.columns import RUN_COLUMNS
 from otlp_receiver.errors import StorageError
 from otlp_receiver.store.index import RunIndex
 
-# (name, type name, nullable): must equal analysis.frames.RUN_COLUMNS (a test checks it).
-RUN_FRAME_COLUMNS: Final[tuple[tuple[str, str, bool], ...]] = (
-    ("tenant_id", "string", False),
-    ("project_id", "string", False),
-    ("run_id", "string", False),
-    ("status", "string", False),
-    ("name", "string", True),
-    ("service", "string", True),
-    ("service_version", "string", True),
-    ("environment", "string", True),
-    ("agent", "string", True),
-    ("started_ns", "int64", False),
-    ("finished_ns", "int64", True),
-    ("duration_ns", "int64", True),
-    ("tokens_in", "int64", False),
-    ("tokens_out", "int64", False),
-    ("tokens_cache_read", "int64", False),
-    ("tokens_cache_write", "int64", False),
-    ("tokens_reasoning", "int64", False),
-    ("cost_usd", "float64", True),
-    ("cost_source", "string", True),
-    ("tool_count", "int64", False),
-    ("step_count", "int64", False),
-    ("error_count", "int64", False),
-    ("model_names", "list[string]", False),
-    ("tool_names", "list[string]", False),
-)
+RUN_FRAME_COLUMNS: Final = RUN_COLUMNS
 _DTYPES: Final[dict[str, pl.DataType]] = {
     "string": pl.String(), "int64": pl.Int64(), "float64": pl.Float64(), "list[string]": pl.List(pl.String()),
 }
