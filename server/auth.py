@@ -30,6 +30,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
+import anyio
 import jwt
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 from cryptography.hazmat.primitives.asymmetric.rsa import RSAPublicKey
@@ -280,15 +281,21 @@ def resolve_principal(authenticator: Authenticator, scope: Any) -> Principal | A
     return found  # type: ignore[no-any-return]
 
 
-def permission_guard(connection: ASGIConnection[Any, Any, Any, Any], handler: BaseRouteHandler) -> None:
-    """Litestar guard: authenticate, then check the route's declared permission."""
+async def permission_guard(connection: ASGIConnection[Any, Any, Any, Any], handler: BaseRouteHandler) -> None:
+    """Litestar guard: authenticate, then check the route's declared permission.
+
+    Async on purpose: Litestar runs a sync guard in a worker thread, and that hop cost more CPU than the
+    whole check (the rate-limit middleware has normally authenticated the request already)."""
     permissions = route_permissions(handler)
     if permissions is None:
         raise PermissionDeniedError("route declares no permission")
     if PUBLIC in permissions:
         return
     authenticator: Authenticator = connection.app.state.runtime.authenticator
-    principal = resolve_principal(authenticator, connection.scope)
+    if SCOPE_AUTH not in connection.scope and authenticator.may_block:
+        principal = await anyio.to_thread.run_sync(resolve_principal, authenticator, connection.scope)
+    else:
+        principal = resolve_principal(authenticator, connection.scope)
     if isinstance(principal, AuthenticationError):
         raise principal
     if not any(principal.can(p) for p in permissions):
