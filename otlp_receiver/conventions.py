@@ -15,6 +15,7 @@ from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any, Final, TypeVar
 
+from otlp_receiver.key_profile import KeyProfile, key_profile
 from otlp_receiver.model import Span
 
 T = TypeVar("T")
@@ -117,6 +118,11 @@ USER_KEYS: Final = (
     "ai.telemetry.metadata.userId", "gen_ai.user", "llm.user",
 )  # fmt: skip
 
+USAGE_KEYS: Final = frozenset(
+    (*TOKENS_IN_KEYS, *TOKENS_OUT_KEYS, *TOKENS_TOTAL_KEYS, *CACHE_READ_KEYS, *CACHE_WRITE_KEYS, *REASONING_KEYS,
+     *COST_TOTAL_KEYS, *(key for pair in COST_PART_KEYS for key in pair)))
+"""Every key :func:`resolve_usage` reads: a span holding none of them has an empty usage."""
+_USAGE_ROW: Final = tuple(sorted(USAGE_KEYS))
 _INT64_MAX: Final = 2**63 - 1
 
 
@@ -204,51 +210,64 @@ class Usage:
         return self.tokens_in is not None or self.tokens_out is not None or self.tokens_total is not None
 
 
-def resolve_usage(attrs: Attributes) -> Usage:
-    """Tokens per §6.2; the total falls back to in + out. Cache and reasoning are subsets, never added."""
-    tokens_in = first_of(attrs, TOKENS_IN_KEYS, as_count)
-    tokens_out = first_of(attrs, TOKENS_OUT_KEYS, as_count)
-    total = first_of(attrs, TOKENS_TOTAL_KEYS, as_count)
+_NO_USAGE: Final = Usage()
+
+
+def resolve_usage(attrs: Attributes, profile: KeyProfile | None = None) -> Usage:
+    """Tokens per §6.2; the total falls back to in + out. Cache and reasoning are subsets, never added.
+
+    ``profile`` (of ``attrs``' keys) only saves work: rows the attributes hold no key of are skipped.
+    """
+    profile = profile or key_profile(attrs)
+    if not profile.present(_USAGE_ROW):
+        return _NO_USAGE
+    present = profile.present
+    tokens_in = first_of(attrs, present(TOKENS_IN_KEYS), as_count)
+    tokens_out = first_of(attrs, present(TOKENS_OUT_KEYS), as_count)
+    total = first_of(attrs, present(TOKENS_TOTAL_KEYS), as_count)
     if total is None and (tokens_in is not None or tokens_out is not None):
         total = (tokens_in or 0) + (tokens_out or 0)
     return Usage(
         tokens_in=tokens_in,
         tokens_out=tokens_out,
         tokens_total=total,
-        cache_read=first_of(attrs, CACHE_READ_KEYS, as_count),
-        cache_write=first_of(attrs, CACHE_WRITE_KEYS, as_count),
-        reasoning=first_of(attrs, REASONING_KEYS, as_count),
-        cost_usd=resolve_reported_cost(attrs),
+        cache_read=first_of(attrs, present(CACHE_READ_KEYS), as_count),
+        cache_write=first_of(attrs, present(CACHE_WRITE_KEYS), as_count),
+        reasoning=first_of(attrs, present(REASONING_KEYS), as_count),
+        cost_usd=resolve_reported_cost(attrs, profile),
     )
 
 
-def resolve_reported_cost(attrs: Attributes) -> float | None:
+def resolve_reported_cost(attrs: Attributes, profile: KeyProfile | None = None) -> float | None:
     """A cost the emitter reported (USD): a total, else the sum of its prompt/completion parts."""
-    total = first_of(attrs, COST_TOTAL_KEYS, as_amount)
+    present = (profile or key_profile(attrs)).present
+    total = first_of(attrs, present(COST_TOTAL_KEYS), as_amount)
     if total is not None:
         return total
     for part_keys in COST_PART_KEYS:
+        if not present(part_keys):
+            continue
         parts = [as_amount(attrs.get(key)) for key in part_keys]
         if any(part is not None for part in parts):
             return sum(part or 0.0 for part in parts)
     return None
 
 
-def resolve_model(attrs: Attributes) -> str | None:
+def resolve_model(attrs: Attributes, profile: KeyProfile | None = None) -> str | None:
     """The model that answered, else the one asked for (§6.2 "model")."""
-    return first_of(attrs, MODEL_KEYS, as_text)
+    return first_of(attrs, (profile or key_profile(attrs)).present(MODEL_KEYS), as_text)
 
 
-def resolve_provider(attrs: Attributes) -> str | None:
+def resolve_provider(attrs: Attributes, profile: KeyProfile | None = None) -> str | None:
     """The provider, with deprecated ``gen_ai.system`` spellings normalised (§1.3)."""
-    provider = first_of(attrs, PROVIDER_KEYS, as_text)
+    provider = first_of(attrs, (profile or key_profile(attrs)).present(PROVIDER_KEYS), as_text)
     return PROVIDER_ALIASES.get(provider, provider) if provider else None
 
 
-def resolve_tool_name(span: Span) -> str | None:
+def resolve_tool_name(span: Span, profile: KeyProfile | None = None) -> str | None:
     """Tool name: explicit attributes, then a traceloop tool entity, then the MCP span-name target."""
     attrs = span.attributes
-    name = first_of(attrs, TOOL_NAME_KEYS, as_text)
+    name = first_of(attrs, (profile or key_profile(attrs)).present(TOOL_NAME_KEYS), as_text)
     if name is None and lower_text(attrs, TRACELOOP_SPAN_KIND) == "tool":
         name = as_text(attrs.get(TRACELOOP_ENTITY_NAME))
     if name is None and as_text(attrs.get(MCP_METHOD_NAME)) == MCP_TOOLS_CALL:
@@ -257,17 +276,18 @@ def resolve_tool_name(span: Span) -> str | None:
     return name
 
 
-def resolve_tool_call_id(attrs: Attributes) -> str | None:
+def resolve_tool_call_id(attrs: Attributes, profile: KeyProfile | None = None) -> str | None:
     """Tool call id (the dedupe key of §6.3); the JSON-RPC request id is a weak last resort."""
-    return first_of(attrs, TOOL_CALL_ID_KEYS, as_text)
+    return first_of(attrs, (profile or key_profile(attrs)).present(TOOL_CALL_ID_KEYS), as_text)
 
 
-def resolve_agent_name(attrs: Attributes) -> str | None:
+def resolve_agent_name(attrs: Attributes, profile: KeyProfile | None = None) -> str | None:
     """Agent name: GenAI / OpenInference, then a traceloop agent entity, then Vercel's functionId."""
-    name = first_of(attrs, AGENT_NAME_KEYS, as_text)
+    present = (profile or key_profile(attrs)).present
+    name = first_of(attrs, present(AGENT_NAME_KEYS), as_text)
     if name is None and lower_text(attrs, TRACELOOP_SPAN_KIND) == "agent":
         name = as_text(attrs.get(TRACELOOP_ENTITY_NAME))
-    return name if name is not None else first_of(attrs, AGENT_FALLBACK_KEYS, as_text)
+    return name if name is not None else first_of(attrs, present(AGENT_FALLBACK_KEYS), as_text)
 
 
 def has_error_signal(attrs: Attributes) -> bool:

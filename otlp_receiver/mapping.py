@@ -44,6 +44,7 @@ from otlp_receiver.conventions import (
     resolve_tool_name,
     resolve_usage,
 )
+from otlp_receiver.key_profile import key_profile
 from otlp_receiver.model import RunId, RunStatus, RunSummary, Span, StatusCode, StepDraft, StepType
 from otlp_receiver.payload import build_payload, parse_json_text
 from otlp_receiver.usage import UsageTotals, total_usage
@@ -85,9 +86,10 @@ def resolve_step_type(span: Span, status: str) -> StepType:
 def map_span(span: Span) -> StepDraft:
     """Map one span to a step draft (type, typed fields and payload)."""
     attrs = span.attributes
+    profile = key_profile(attrs)
     status = step_status(span)
     step_type = resolve_step_type(span, status)
-    usage = resolve_usage(attrs)
+    usage = resolve_usage(attrs, profile)
     error_type, error_message = resolve_error(span) if status == "error" else (None, None)
     return StepDraft(
         trace_id=span.trace_id,
@@ -99,11 +101,11 @@ def map_span(span: Span) -> StepDraft:
         end_ns=span.end_ns,
         status=status,
         kind=span.kind,
-        tool_name=resolve_tool_name(span),
-        tool_call_id=resolve_tool_call_id(attrs),
-        model_name=resolve_model(attrs),
-        provider=resolve_provider(attrs),
-        agent_name=resolve_agent_name(attrs),
+        tool_name=resolve_tool_name(span, profile),
+        tool_call_id=resolve_tool_call_id(attrs, profile),
+        model_name=resolve_model(attrs, profile),
+        provider=resolve_provider(attrs, profile),
+        agent_name=resolve_agent_name(attrs, profile),
         tokens_in=usage.tokens_in,
         tokens_out=usage.tokens_out,
         tokens_total=usage.tokens_total,
@@ -114,7 +116,7 @@ def map_span(span: Span) -> StepDraft:
         error_type=error_type,
         error_message=error_message,
         decision_token=as_text(attrs.get(TRACEWARD_DECISION_TOKEN)),
-        payload=build_payload(span, step_type),
+        payload=build_payload(span, step_type, profile),
     )
 
 
@@ -166,11 +168,10 @@ def _span_tags(attrs: Attributes) -> Iterable[tuple[str, str]]:
     for tag in tags if isinstance(tags, list) else ():
         if text := _scalar_tag(tag):
             yield f"tag.{text}", "true"
-    for key, value in attrs.items():
-        if isinstance(key, str) and key.startswith(TRACELOOP_ASSOCIATION_PREFIX):
-            name, text = key[len(TRACELOOP_ASSOCIATION_PREFIX) :], _scalar_tag(value)
-            if name and text:
-                yield name, text
+    for key in key_profile(attrs).prefixed(TRACELOOP_ASSOCIATION_PREFIX):
+        name, text = key[len(TRACELOOP_ASSOCIATION_PREFIX) :], _scalar_tag(attrs[key])
+        if name and text:
+            yield name, text
 
 
 def run_tags(spans: Sequence[Span], session_id: str | None, user_id: str | None) -> dict[str, str]:

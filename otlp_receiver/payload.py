@@ -20,11 +20,13 @@ from typing import Any, Final
 import orjson
 
 from otlp_receiver.conventions import Attributes
+from otlp_receiver.key_profile import KeyProfile, key_profile
 from otlp_receiver.model import Span, StepType
 
 Resolved = tuple[Any, frozenset[str]]
 """A resolved value and the attribute keys it consumed."""
-Source = Callable[[Span], Resolved | None]
+Source = Callable[[Span, KeyProfile], Resolved | None]
+"""Finds a value in a span, given the profile of its attribute keys."""
 
 MAX_DEPTH: Final = 64
 _MAX_FLAT_SEGMENTS: Final = 16
@@ -73,7 +75,7 @@ def parse_json_text(value: Any) -> Any:
 
 # --- Sources of input and output ----------------------------------------------------------------------
 def _attribute(key: str) -> Source:
-    def attribute(span: Span) -> Resolved | None:
+    def attribute(span: Span, profile: KeyProfile) -> Resolved | None:
         value = span.attributes.get(key)
         if value is None or value == "":
             return None
@@ -92,8 +94,8 @@ def _messages_with_system(messages_key: str, system_key: str) -> Source:
 
     messages_source, system_source = _attribute(messages_key), _attribute(system_key)
 
-    def messages_with_system(span: Span) -> Resolved | None:
-        found, system = messages_source(span), system_source(span)
+    def messages_with_system(span: Span, profile: KeyProfile) -> Resolved | None:
+        found, system = messages_source(span, profile), system_source(span, profile)
         if system is None:
             return found
         if found is None:
@@ -108,9 +110,13 @@ def _messages_with_system(messages_key: str, system_key: str) -> Source:
 def _flattened(prefix: str) -> Source:
     """A list rebuilt from ``<prefix><index>.<path>`` attributes (OpenInference/OpenLLMetry flattening)."""
 
-    def flattened(span: Span) -> Resolved | None:
+    def flattened(span: Span, profile: KeyProfile) -> Resolved | None:
+        keys = profile.prefixed(prefix)
+        if not keys:
+            return None
         root: dict[Any, Any] = {}
-        consumed = {key for key, value in span.attributes.items() if _insert_flat(root, prefix, key, value)}
+        attrs = span.attributes
+        consumed = {key for key in keys if _insert_flat(root, prefix, key, attrs[key])}
         if not consumed:
             return None
         return _rebuild(root, 0), frozenset(consumed)
@@ -121,7 +127,7 @@ def _flattened(prefix: str) -> Source:
 def _event_attribute(event_name: str, key: str) -> Source:
     """Content carried on a span event (semconv v1.26–1.27 ``gen_ai.content.*``); consumes no attribute."""
 
-    def event_attribute(span: Span) -> Resolved | None:
+    def event_attribute(span: Span, profile: KeyProfile) -> Resolved | None:
         for event in span.events:
             if event.name == event_name and event.attributes.get(key) is not None:
                 return parse_json_text(event.attributes[key]), frozenset()
@@ -222,17 +228,22 @@ TOOL_OUTPUT: Final[tuple[Source, ...]] = (
 )
 
 
-def _first_resolved(sources: tuple[Source, ...], span: Span) -> Resolved:
+def _first_resolved(sources: tuple[Source, ...], span: Span, profile: KeyProfile) -> Resolved:
     for source in sources:
-        found = source(span)
+        found = source(span, profile)
         if found is not None:
             return found
     return None, frozenset()
 
 
 # --- The payload ----------------------------------------------------------------------------------------
+_PLAIN: Final = frozenset({str, bool, type(None)})
+"""Value types ``to_json_value`` returns unchanged (tested first: most attribute values are strings)."""
+
+
 def _json_mapping(attrs: Attributes, skip: frozenset[str] = frozenset()) -> dict[str, Any]:
-    return {str(key): to_json_value(value) for key, value in attrs.items() if key not in skip}
+    return {key if type(key) is str else str(key): value if type(value) in _PLAIN else to_json_value(value)
+            for key, value in attrs.items() if key not in skip}
 
 
 def _status(span: Span) -> dict[str, Any] | None:
@@ -248,11 +259,12 @@ def _is_empty(value: Any) -> bool:
     return value is None or (isinstance(value, str | list | dict) and not value)
 
 
-def build_payload(span: Span, step_type: StepType) -> dict[str, Any]:
-    """The step payload of a span already classified as ``step_type``."""
+def build_payload(span: Span, step_type: StepType, profile: KeyProfile | None = None) -> dict[str, Any]:
+    """The step payload of a span already classified as ``step_type`` (``profile``: of its attribute keys)."""
+    profile = profile or key_profile(span.attributes)
     is_tool = step_type is StepType.TOOL
-    step_input, used_in = _first_resolved(TOOL_INPUT if is_tool else MODEL_INPUT, span)
-    step_output, used_out = _first_resolved(TOOL_OUTPUT if is_tool else MODEL_OUTPUT, span)
+    step_input, used_in = _first_resolved(TOOL_INPUT if is_tool else MODEL_INPUT, span, profile)
+    step_output, used_out = _first_resolved(TOOL_OUTPUT if is_tool else MODEL_OUTPUT, span, profile)
     payload = {
         "input": step_input,
         "output": step_output,
