@@ -29,7 +29,7 @@ import orjson
 
 from otlp_receiver.chain import encode_payload
 from otlp_receiver.errors import ConflictError, NotFoundError
-from otlp_receiver.mapping import map_span, summarize_runs
+from otlp_receiver.mapping import step_fields, summarize_runs
 from otlp_receiver.model import (
     RedactionMeta,
     RedactionRuleHit,
@@ -60,6 +60,8 @@ AcceptedSpans = Callable[[str, Sequence[Span]], None]
 must neither raise nor block on the network."""
 
 _DRAFT_FIELDS = tuple(f.name for f in dataclasses.fields(StepDraft))
+Fields = dict[str, Any]
+"""A step draft as a dict of its fields in ``StepDraft`` order (``mapping.step_fields``): the hot path's form."""
 
 
 @dataclass(slots=True)
@@ -182,7 +184,7 @@ class IngestPipeline:
             return IngestResult(0, 0, self.wal.end_position())
         bindings = {s.span_id: self.bind(tenant_id, project_id, s) for s in spans} if self.bind else {}
         redacted = [self._redact_span(tenant_id, s) for s in spans]
-        drafts = [draft for _, draft in redacted]
+        drafts = [fields for _, fields in redacted]
         summaries = {k: _summary_dict(v) for k, v in summarize_runs([s for s, _ in redacted]).items()}
         result = self._append(tenant_id, project_id, drafts, summaries, bindings)
         if self.on_accepted is not None and result.accepted:
@@ -199,14 +201,14 @@ class IngestPipeline:
         drafts = [self._redact_draft(tenant_id, d) for d in drafts]
         summaries = {d.trace_id: _summary_dict(RunSummary(run_id=d.trace_id, first_start_ns=d.start_ns,
                                                           last_end_ns=d.end_ns)) for d in drafts}
-        return self._append(tenant_id, project_id, drafts, summaries, {})
+        return self._append(tenant_id, project_id, [draft_fields(d) for d in drafts], summaries, {})
 
-    def _append(self, tenant_id: str, project_id: str, drafts: Sequence[StepDraft],
+    def _append(self, tenant_id: str, project_id: str, drafts: Sequence[Fields],
                 summaries: dict[str, dict[str, Any]],
                 bindings: dict[str, tuple[str | None, str | None]]) -> IngestResult:
-        by_run: dict[str, list[StepDraft]] = {}
+        by_run: dict[str, list[Fields]] = {}
         for draft in drafts:
-            by_run.setdefault(draft.trace_id, []).append(draft)
+            by_run.setdefault(draft["trace_id"], []).append(draft)
         with self._lock:
             items = self._sequence(tenant_id, by_run, bindings)
             record = {"kind": "steps", "tenant": tenant_id, "project": project_id,
@@ -216,29 +218,30 @@ class IngestPipeline:
         keys = frozenset((item[0], item[2]["span_id"]) for item in items) if len(items) < len(drafts) else frozenset()
         return IngestResult(len(items), len(drafts) - len(items), position, keys)
 
-    def _redact_span(self, tenant_id: str, span: Span) -> tuple[Span, StepDraft]:
+    def _redact_span(self, tenant_id: str, span: Span) -> tuple[Span, Fields]:
         """Redact first, so names, run summaries, error text and payload all derive from safe data.
 
         For the (rare) span that had something masked, the raw span is mapped too, only to locate
         the masked values in the stored payload's shape; that raw copy never leaves this function."""
         if self.redact is None:
-            return span, map_span(span)
+            return span, step_fields(span)
         clean, meta = self.redact.span(tenant_id, span)
         if meta.is_empty():
-            return span, map_span(span)
-        draft = map_span(clean)
-        paths = changed_paths(map_span(span).payload, draft.payload)
+            return span, step_fields(span)
+        fields = step_fields(clean)
+        paths = changed_paths(step_fields(span)["payload"], fields["payload"])
         if clean.name != span.name:
             paths.insert(0, "$.name")
-        return clean, dataclasses.replace(draft, redaction_meta=RedactionMeta(tuple(paths), meta.rules))
+        fields["redaction_meta"] = RedactionMeta(tuple(paths), meta.rules)
+        return clean, fields
 
-    def _sequence(self, tenant_id: str, by_run: dict[str, list[StepDraft]],
+    def _sequence(self, tenant_id: str, by_run: dict[str, list[Fields]],
                   bindings: dict[str, tuple[str | None, str | None]]) -> list[list[Any]]:
         items: list[list[Any]] = []
         for run_id, drafts in by_run.items():
-            drafts.sort(key=lambda d: (d.start_ns, d.span_id))
-            seqs = self.sequencer.assign(tenant_id, run_id, [d.span_id for d in drafts])
-            items.extend(wal_item(run_id, seq, d, bindings.get(d.span_id))
+            drafts.sort(key=_seq_order)
+            seqs = self.sequencer.assign(tenant_id, run_id, [d["span_id"] for d in drafts])
+            items.extend(fields_wal_item(run_id, seq, d, bindings.get(d["span_id"]))
                          for seq, d in zip(seqs, drafts, strict=True) if seq is not None)
         return items
 
@@ -303,21 +306,36 @@ class IngestPipeline:
             return self.wal.append(orjson.dumps(record))
 
 
+def _seq_order(fields: Fields) -> tuple[int, str]:
+    return fields["start_ns"], fields["span_id"]
+
+
+def draft_fields(draft: StepDraft) -> Fields:
+    """A draft as a dict of its fields (the form :func:`fields_wal_item` takes)."""
+    return {name: getattr(draft, name) for name in _DRAFT_FIELDS}
+
+
 def wal_item(run_id: str, seq: int, draft: StepDraft,
              binding: tuple[str | None, str | None] | None = None) -> list[Any]:
     """The WAL form of one sequenced step: ``[run_id, seq, fields, payload_text, payload_hash]``."""
-    fields = {name: getattr(draft, name) for name in _DRAFT_FIELDS}
+    return fields_wal_item(run_id, seq, draft_fields(draft), binding)
+
+
+def fields_wal_item(run_id: str, seq: int, fields: Fields,
+                    binding: tuple[str | None, str | None] | None = None) -> list[Any]:
+    """:func:`wal_item` of a draft's field dict, which it turns into the WAL's ``fields`` (in place)."""
+    payload = fields["payload"]
     fields["binding"], fields["decision_token_id"] = binding or (None, None)
     del fields["payload"]
     del fields["decision_token"]  # the binding hook saw it; only its jti (decision_token_id) is kept
     meta: RedactionMeta = fields["redaction_meta"]
     fields["redaction_meta"] = None if meta.is_empty() else redaction_meta_to_dict(meta)
-    resource = draft.payload.get("resource") or {}
+    resource = payload.get("resource") or {}
     env = resource.get("deployment.environment.name", resource.get("deployment.environment"))
     fields["service"] = _str(resource.get("service.name"))
     fields["service_version"] = _str(resource.get("service.version"))
     fields["environment"] = _str(env)
-    payload_text, payload_hash = encode_payload(draft.payload)
+    payload_text, payload_hash = encode_payload(payload)
     return [run_id, seq, fields, payload_text, payload_hash]
 
 

@@ -45,12 +45,22 @@ from otlp_receiver.conventions import (
     resolve_usage,
 )
 from otlp_receiver.key_profile import key_profile
-from otlp_receiver.model import RunId, RunStatus, RunSummary, Span, StatusCode, StepDraft, StepType
+from otlp_receiver.model import (
+    RedactionMeta,
+    RunId,
+    RunStatus,
+    RunSummary,
+    Span,
+    StatusCode,
+    StepDraft,
+    StepType,
+)
 from otlp_receiver.payload import build_payload, parse_json_text
 from otlp_receiver.usage import UsageTotals, total_usage
 
-__all__ = ["UsageTotals", "map_span", "summarize_runs", "total_usage"]
+__all__ = ["UsageTotals", "map_span", "step_fields", "summarize_runs", "total_usage"]
 
+_NO_REDACTION: Final = RedactionMeta()
 _CANCELLATION: Final = re.compile(r"cancel|(?<!connection)abort|keyboardinterrupt", re.IGNORECASE)
 
 
@@ -85,39 +95,49 @@ def resolve_step_type(span: Span, status: str) -> StepType:
 
 def map_span(span: Span) -> StepDraft:
     """Map one span to a step draft (type, typed fields and payload)."""
+    return StepDraft(**step_fields(span))
+
+
+def step_fields(span: Span) -> dict[str, Any]:
+    """:func:`map_span`'s draft as a dict of its fields, in ``StepDraft`` field order.
+
+    The ingest hot path builds WAL items from this dict directly instead of going through the frozen
+    dataclass (26 fields: its construction and the read-back cost ~4 µs a span).
+    """
     attrs = span.attributes
     profile = key_profile(attrs)
     status = step_status(span)
     step_type = resolve_step_type(span, status)
     usage = resolve_usage(attrs, profile)
     error_type, error_message = resolve_error(span) if status == "error" else (None, None)
-    return StepDraft(
-        trace_id=span.trace_id,
-        span_id=span.span_id,
-        parent_span_id=span.parent_span_id,
-        type=step_type,
-        name=span.name,
-        start_ns=span.start_ns,
-        end_ns=span.end_ns,
-        status=status,
-        kind=span.kind,
-        tool_name=resolve_tool_name(span, profile),
-        tool_call_id=resolve_tool_call_id(attrs, profile),
-        model_name=resolve_model(attrs, profile),
-        provider=resolve_provider(attrs, profile),
-        agent_name=resolve_agent_name(attrs, profile),
-        tokens_in=usage.tokens_in,
-        tokens_out=usage.tokens_out,
-        tokens_total=usage.tokens_total,
-        tokens_cache_read=usage.cache_read,
-        tokens_cache_write=usage.cache_write,
-        tokens_reasoning=usage.reasoning,
-        cost_usd=usage.cost_usd,
-        error_type=error_type,
-        error_message=error_message,
-        decision_token=as_text(attrs.get(TRACEWARD_DECISION_TOKEN)),
-        payload=build_payload(span, step_type, profile),
-    )
+    return {
+        "trace_id": span.trace_id,
+        "span_id": span.span_id,
+        "parent_span_id": span.parent_span_id,
+        "type": step_type,
+        "name": span.name,
+        "start_ns": span.start_ns,
+        "end_ns": span.end_ns,
+        "status": status,
+        "kind": span.kind,
+        "tool_name": resolve_tool_name(span, profile),
+        "tool_call_id": resolve_tool_call_id(attrs, profile),
+        "model_name": resolve_model(attrs, profile),
+        "provider": resolve_provider(attrs, profile),
+        "agent_name": resolve_agent_name(attrs, profile),
+        "tokens_in": usage.tokens_in,
+        "tokens_out": usage.tokens_out,
+        "tokens_total": usage.tokens_total,
+        "tokens_cache_read": usage.cache_read,
+        "tokens_cache_write": usage.cache_write,
+        "tokens_reasoning": usage.reasoning,
+        "cost_usd": usage.cost_usd,
+        "error_type": error_type,
+        "error_message": error_message,
+        "decision_token": as_text(attrs.get(TRACEWARD_DECISION_TOKEN)),
+        "payload": build_payload(span, step_type, profile),
+        "redaction_meta": _NO_REDACTION,
+    }
 
 
 # --- Runs -------------------------------------------------------------------------------------------------
