@@ -32,6 +32,7 @@ from otlp_receiver.pricing import PriceTable
 from otlp_receiver.store.index import RunIndex
 from otlp_receiver.store.runs import apply_run_updates
 from otlp_receiver.store.steps import StepTable
+from otlp_receiver.usage_tally import TallyCache, UsageRow
 from otlp_receiver.wal import WriteAheadLog
 
 logger = logging.getLogger(__name__)
@@ -52,6 +53,7 @@ class Batch:
     heads: dict[tuple[str, str], tuple[str, int]] = field(default_factory=dict)  # (tenant, run) → (hash, next seq)
     usage_changed: set[tuple[str, str]] = field(default_factory=set)  # runs whose usage totals need recomputing
     new_spans: dict[tuple[str, str], tuple[int, list[str]]] = field(default_factory=dict)  # run → (first seq, ids)
+    usage_rows: dict[tuple[str, str], list[UsageRow]] = field(default_factory=dict)  # run → its new spans' usage
     transitions: dict[tuple[str, str], tuple[str | None, str]] = field(default_factory=dict)
     """Filled while the batch is applied: run → (status before, status after) for every run it touched
     (before is None for a run this batch created)."""
@@ -88,6 +90,7 @@ class Flusher:
         self._position = self.checkpoint()
         self._last_compact = time.monotonic()
         self.last_flush_s = 0.0
+        self.tallies = TallyCache()
 
     def checkpoint(self) -> int:
         """The WAL position up to which records are in both stores."""
@@ -147,7 +150,8 @@ class Flusher:
         batch = self._build(records)
         if delta_end < batch.end and batch.step_count:
             self.steps.append(pa.table(batch.rows), wal_end=batch.end)
-        apply_run_updates(self.index, batch, self.prices, checkpoint_key=CHECKPOINT_KEY, hooks=self.hooks)
+        apply_run_updates(self.index, batch, self.prices, checkpoint_key=CHECKPOINT_KEY, hooks=self.hooks,
+                          tallies=self.tallies)
         self._advance(batch.end)
         self.last_flush_s = time.perf_counter() - started
         for listener in self.listeners:
@@ -214,7 +218,11 @@ class Flusher:
         c_hash = chain_hash(prev, record)
         batch.heads[(tenant, run_id)] = (c_hash, seq + 1)
         batch.new_spans.setdefault((tenant, run_id), (seq, []))[1].append(f["span_id"])
-        if is_usage_relevant(f["type"], f["tokens_in"], f["status"]) or f["cost_usd"] is not None:
+        usage = (f["span_id"], f["parent_span_id"], f["type"], f["status"], f["start_ns"], f["model_name"],
+                 f["tool_name"], f["tool_call_id"], f["tokens_in"], f["tokens_out"], f["tokens_total"],
+                 f["tokens_cache_read"], f["tokens_cache_write"], f["tokens_reasoning"], f["cost_usd"])
+        batch.usage_rows.setdefault((tenant, run_id), []).append(usage)
+        if is_usage_relevant(usage):
             batch.usage_changed.add((tenant, run_id))
         f.update(tenant_id=tenant, project_id=project, run_id=run_id, seq=seq, day=_day(f["start_ns"] or received_ns),
                  step_id=make_step_id(tenant, f["trace_id"], f["span_id"]),
@@ -245,6 +253,10 @@ def _day_name(day_number: int) -> str:
     return datetime.fromtimestamp(day_number * 86_400, tz=UTC).strftime("%Y-%m-%d")
 
 
-def is_usage_relevant(step_type: str, tokens: object, status: str) -> bool:
-    """Whether a new step can change a run's usage totals (model, tool, error or token-bearing)."""
-    return step_type in (StepType.MODEL, StepType.TOOL, StepType.ERROR) or tokens is not None or status == "error"
+def is_usage_relevant(row: UsageRow) -> bool:
+    """Whether a new step (a usage row) can change a run's usage totals (model, tool, error, usage-bearing)."""
+    return (row[2] in _USAGE_TYPES or row[3] == "error" or row[8] is not None or row[9] is not None
+            or row[10] is not None or row[14] is not None)
+
+
+_USAGE_TYPES = frozenset({StepType.MODEL, StepType.TOOL, StepType.ERROR})

@@ -6,15 +6,20 @@
   outer ``ai.generateText`` over ``….doGenerate``.
 - Cache and reasoning counts are subsets of input/output: summed separately, never added to them.
 - Cost: the step's reported cost where present, else computed from the price table; a model with
-  tokens but no price is listed in ``unpriced_models`` and never priced at zero.
+  tokens but no price is listed in ``unpriced_models`` and never priced at zero. The total is the
+  correctly rounded sum (``math.fsum``), so it does not depend on the order steps are added in.
 - Tools: one per executed tool call, deduplicated by tool call id and by collapsing a tool step nested
   under a tool step of the same name (MCP client → MCP server → ``execute_tool``).
+
+``total_usage`` is the definition: it recounts from all of a run's steps. ``otlp_receiver.usage_tally``
+keeps the same totals up to date as spans arrive (the flusher's fast path) and is tested against it.
 
 Pure: imports only the standard library and ``otlp_receiver``'s model and pricing.
 """
 
 from __future__ import annotations
 
+import math
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 
@@ -118,20 +123,22 @@ def _total_cost(counted: Sequence[StepDraft], prices: PriceTable) -> _Cost:
             elif step.model_name and prices.lookup(step.model_name) is None:
                 unpriced.append(step.model_name)
     source = next(iter(sources)) if len(sources) == 1 else ("mixed" if sources else None)
-    return _Cost(usd=sum(known) if known else None, source=source, unpriced=_distinct(unpriced))
+    # fsum: the correctly rounded sum, independent of order, so an incremental tally can match it exactly
+    return _Cost(usd=math.fsum(known) if known else None, source=source, unpriced=_distinct(unpriced))
 
 
 def _computed_cost(step: StepDraft, prices: PriceTable) -> float | None:
+    return computed_cost(prices, step.model_name, step.tokens_in, step.tokens_out, step.tokens_cache_read,
+                         step.tokens_cache_write)
+
+
+def computed_cost(prices: PriceTable, model_name: str | None, tokens_in: int | None, tokens_out: int | None,
+                  cache_read: int | None, cache_write: int | None) -> float | None:
     """Cost from the price table; None without a model, an in/out split or a price."""
-    if not step.model_name or (step.tokens_in is None and step.tokens_out is None):
+    if not model_name or (tokens_in is None and tokens_out is None):
         return None
-    return prices.cost(
-        step.model_name,
-        tokens_in=step.tokens_in or 0,
-        tokens_out=step.tokens_out or 0,
-        cache_read=step.tokens_cache_read or 0,
-        cache_write=step.tokens_cache_write or 0,
-    )
+    return prices.cost(model_name, tokens_in=tokens_in or 0, tokens_out=tokens_out or 0,
+                       cache_read=cache_read or 0, cache_write=cache_write or 0)
 
 
 class _Groups:

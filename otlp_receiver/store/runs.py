@@ -2,15 +2,17 @@
 
 Runs update incrementally as spans of a trace arrive in any order and many batches:
 summaries merge (earliest start, latest end, first non-empty name/service/agent...), the
-root's end sets the final status, and usage totals are recomputed from the span index
-with the mapping's counting rules whenever a batch brings usage-relevant steps.
+root's end sets the final status, and usage totals follow the §6.3 counting rules: a run's
+``UsageTally`` (kept in a ``TallyCache`` between batches) folds in the batch's spans; without a
+current tally (a restart, an eviction) they are recounted from the span index when the batch
+can change them.
 """
 
 from __future__ import annotations
 
 import time
 from collections.abc import Callable, Iterable, Sequence
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 import orjson
 from sqlite_utils import Database
@@ -18,7 +20,8 @@ from sqlite_utils import Database
 from otlp_receiver.model import RunStatus, SpanId, StepDraft, StepType, TraceId
 from otlp_receiver.pricing import PriceTable
 from otlp_receiver.store.index import RunIndex
-from otlp_receiver.usage import total_usage
+from otlp_receiver.usage import UsageTotals, total_usage
+from otlp_receiver.usage_tally import USAGE_COLUMNS, TallyCache, UsageRow, UsageTally
 
 if TYPE_CHECKING:
     from otlp_receiver.flusher import Batch
@@ -30,9 +33,14 @@ _MERGE_FIRST = ("name", "service", "agent", "session_id", "user_id")
 
 
 def apply_run_updates(index: RunIndex, batch: Batch, prices: PriceTable, *, checkpoint_key: str,
-                      hooks: Sequence[Callable[[Database, Batch], None]] = ()) -> None:
-    """Apply one flush batch to the run index atomically (hooks run inside the same transaction)."""
+                      hooks: Sequence[Callable[[Database, Batch], None]] = (),
+                      tallies: TallyCache | None = None) -> None:
+    """Apply one flush batch to the run index atomically (hooks run inside the same transaction).
+
+    ``tallies`` carries runs' usage tallies from one batch to the next (without it, each batch recounts).
+    """
     now = time.time_ns()
+    tallies = tallies if tallies is not None else TallyCache(max_spans=0)
     with index.transaction() as db:
         for tenant, project, run in batch.created:
             if _status(db, tenant, run["run_id"]) is None:
@@ -41,7 +49,7 @@ def apply_run_updates(index: RunIndex, batch: Batch, prices: PriceTable, *, chec
         _insert_spans(db, batch)
         touched = _touched_runs(batch)
         for key in touched:
-            _update_run(db, key, batch, prices, now)
+            _update_run(db, key, batch, _Usage(prices, tallies), now)
         for fin in batch.finished:
             before = _status(db, fin["tenant"], fin["run_id"])
             _finish(db, fin, now)
@@ -79,10 +87,11 @@ def _touched_runs(batch: Batch) -> list[tuple[str, str]]:
     return list(keys)
 
 
-def _update_run(db: Database, key: tuple[str, str], batch: Batch, prices: PriceTable, now: int) -> None:
+def _update_run(db: Database, key: tuple[str, str], batch: Batch, usage: _Usage, now: int) -> None:
     tenant, run_id = key
     loaded = _load(db, tenant, run_id)
     row = loaded or _new_row(tenant, batch.projects.get(key, ""), run_id, now)
+    head_before = row["head_hash"]
     # A run created earlier in this same batch keeps its "before" (None): it is new to the batch's readers.
     before = batch.transitions[key][0] if key in batch.transitions else (loaded["status"] if loaded else None)
     for t, _, summary in batch.summaries:
@@ -90,8 +99,7 @@ def _update_run(db: Database, key: tuple[str, str], batch: Batch, prices: PriceT
             _merge_summary(row, summary)
     if key in batch.heads:
         row["head_hash"], row["step_count"] = batch.heads[key]
-    if key in batch.usage_changed or _relinks_usage(db, row, batch.new_spans.get(key)):
-        _recompute_usage(db, row, prices)
+    _update_usage(db, row, key, head_before, batch, usage)
     row["updated_ns"] = now
     _save(db, row)
     batch.transitions[key] = (before, row["status"])
@@ -150,10 +158,36 @@ def _relinks_usage(db: Database, row: dict[str, Any], new: tuple[int, list[str]]
     return False
 
 
-def _recompute_usage(db: Database, row: dict[str, Any], prices: PriceTable) -> None:
-    spans = db.query("SELECT * FROM spans WHERE tenant_id = ? AND run_id = ? ORDER BY seq",
-                     [row["tenant_id"], row["run_id"]])
-    totals = total_usage([_draft(s) for s in spans], prices)
+class _Usage(NamedTuple):
+    prices: PriceTable
+    tallies: TallyCache
+
+
+def _update_usage(db: Database, row: dict[str, Any], key: tuple[str, str], head_before: str, batch: Batch,
+                  usage: _Usage) -> None:
+    """Usage totals after the batch: the run's tally folds in its new spans; without a tally that is
+    current (same head hash), a recount from the span index when the batch can change the totals."""
+    tally = usage.tallies.take(key, head_before) if head_before else UsageTally(usage.prices)
+    if tally is not None:
+        tally.add(batch.usage_rows.get(key, ()))
+    elif key in batch.usage_changed or _relinks_usage(db, row, batch.new_spans.get(key)):
+        tally = UsageTally(usage.prices)
+        tally.add(_span_rows(db, row))
+    else:
+        return  # nothing in this batch can change the stored totals
+    if tally.broken:  # a parent cycle or an unsummable cost: the definition handles those
+        _set_usage(row, total_usage([_draft(r) for r in _span_rows(db, row)], usage.prices))
+        return
+    _set_usage(row, tally.totals())
+    usage.tallies.put(key, row["head_hash"], tally)
+
+
+def _span_rows(db: Database, row: dict[str, Any]) -> list[UsageRow]:
+    return db.execute(f"SELECT {','.join(USAGE_COLUMNS)} FROM spans WHERE tenant_id = ? AND run_id = ? "
+                      "ORDER BY seq", [row["tenant_id"], row["run_id"]]).fetchall()
+
+
+def _set_usage(row: dict[str, Any], totals: UsageTotals) -> None:
     row.update(tokens_in=totals.tokens_in, tokens_out=totals.tokens_out,
                tokens_cache_read=totals.tokens_cache_read, tokens_cache_write=totals.tokens_cache_write,
                tokens_reasoning=totals.tokens_reasoning, cost_usd=totals.cost_usd,
@@ -163,10 +197,11 @@ def _recompute_usage(db: Database, row: dict[str, Any], prices: PriceTable) -> N
                unpriced_models=orjson.dumps(list(totals.unpriced_models)).decode())
 
 
-def _draft(s: dict[str, Any]) -> StepDraft:
+def _draft(r: UsageRow) -> StepDraft:
+    s = dict(zip(USAGE_COLUMNS, r, strict=True))
     return StepDraft(
-        trace_id=TraceId(s["run_id"]), span_id=SpanId(s["span_id"]), parent_span_id=s["parent_span_id"],
-        type=StepType(s["type"]), name="", start_ns=s["start_ns"], end_ns=s["end_ns"], status=s["status"],
+        trace_id=TraceId(""), span_id=SpanId(s["span_id"]), parent_span_id=s["parent_span_id"],
+        type=StepType(s["type"]), name="", start_ns=s["start_ns"], end_ns=s["start_ns"], status=s["status"],
         tool_name=s["tool_name"], tool_call_id=s["tool_call_id"], model_name=s["model_name"],
         tokens_in=s["tokens_in"], tokens_out=s["tokens_out"], tokens_total=s["tokens_total"],
         tokens_cache_read=s["tokens_cache_read"], tokens_cache_write=s["tokens_cache_write"],
