@@ -144,32 +144,38 @@ def _hex_ids_to_b64(obj: dict[str, Any]) -> None:
 
 
 def decode_request(request: trace_service_pb2.ExportTraceServiceRequest) -> DecodedBatch:
-    """Walk resource_spans → scope_spans → spans, decoding and validating each span."""
+    """Walk resource_spans → scope_spans → spans, decoding and validating each span.
+
+    A resource's attributes are decoded once and shared (the same dict) by all of its spans.
+    """
     batch = DecodedBatch()
+    spans = batch.spans
     for resource_spans in request.resource_spans:
         resource = decode_attributes(resource_spans.resource.attributes)
         for scope_spans in resource_spans.scope_spans:
             scope = scope_spans.scope
+            scope_name, scope_version = scope.name, scope.version
             for pb_span in scope_spans.spans:
-                reason = _invalid_reason(pb_span)
+                ids = pb_span.trace_id, pb_span.span_id, pb_span.parent_span_id
+                reason = _invalid_reason(*ids)
                 if reason:
                     batch.reject(reason)
                     continue
-                batch.spans.append(decode_span(pb_span, resource, scope.name, scope.version))
+                spans.append(_decode_valid_span(pb_span, ids, resource, scope_name, scope_version))
     return batch
 
 
-def _invalid_reason(span: trace_pb2.Span) -> str | None:
-    if len(span.trace_id) != 16:
-        return f"invalid trace_id: expected 16 bytes, got {len(span.trace_id)}"
-    if span.trace_id == _ZERO_TRACE:
+def _invalid_reason(trace_id: bytes, span_id: bytes, parent_span_id: bytes) -> str | None:
+    if len(trace_id) != 16:
+        return f"invalid trace_id: expected 16 bytes, got {len(trace_id)}"
+    if trace_id == _ZERO_TRACE:
         return "invalid trace_id: all zeros"
-    if len(span.span_id) != 8:
-        return f"invalid span_id: expected 8 bytes, got {len(span.span_id)}"
-    if span.span_id == _ZERO_SPAN:
+    if len(span_id) != 8:
+        return f"invalid span_id: expected 8 bytes, got {len(span_id)}"
+    if span_id == _ZERO_SPAN:
         return "invalid span_id: all zeros"
-    if span.parent_span_id and len(span.parent_span_id) != 8:
-        return f"invalid parent_span_id: expected 8 bytes, got {len(span.parent_span_id)}"
+    if parent_span_id and len(parent_span_id) != 8:
+        return f"invalid parent_span_id: expected 8 bytes, got {len(parent_span_id)}"
     return None
 
 
@@ -177,24 +183,32 @@ def decode_span(
     span: trace_pb2.Span, resource: Mapping[str, AttrValue], scope_name: str = "", scope_version: str = ""
 ) -> Span:
     """Decode one (already validated) protobuf span."""
-    parent = span.parent_span_id
+    return _decode_valid_span(span, (span.trace_id, span.span_id, span.parent_span_id), resource, scope_name,
+                              scope_version)
+
+
+def _decode_valid_span(span: trace_pb2.Span, ids: tuple[bytes, bytes, bytes], resource: Mapping[str, AttrValue],
+                       scope_name: str, scope_version: str) -> Span:
+    """:func:`decode_span`, given the ids already read (each protobuf field read makes a new object)."""
+    trace_id, span_id, parent = ids
+    status, events, links, name = span.status, span.events, span.links, span.name
     return Span(
-        trace_id=TraceId(span.trace_id.hex()),
-        span_id=SpanId(span.span_id.hex()),
+        trace_id=TraceId(trace_id.hex()),
+        span_id=SpanId(span_id.hex()),
         parent_span_id=SpanId(parent.hex()) if parent and parent != _ZERO_SPAN else None,
-        name=_clip(span.name),
-        kind=int(span.kind),
-        start_ns=int(span.start_time_unix_nano),
-        end_ns=int(span.end_time_unix_nano),
-        status_code=int(span.status.code),
-        status_message=_clip(span.status.message),
+        name=name if len(name) <= _CLIP_FREE_CHARS else _clip(name),
+        kind=span.kind,
+        start_ns=span.start_time_unix_nano,
+        end_ns=span.end_time_unix_nano,
+        status_code=status.code,
+        status_message=_clip(status.message),
         attributes=decode_attributes(span.attributes),
-        events=tuple(_decode_event(e) for e in span.events),
-        links=tuple(_decode_link(link) for link in span.links if len(link.trace_id) == 16),
+        events=tuple(_decode_event(e) for e in events) if events else (),
+        links=tuple(_decode_link(link) for link in links if len(link.trace_id) == 16) if links else (),
         resource=resource,
         scope_name=scope_name,
         scope_version=scope_version,
-        flags=int(span.flags),
+        flags=span.flags,
     )
 
 
@@ -209,32 +223,55 @@ def _decode_link(link: trace_pb2.Span.Link) -> SpanLink:
 
 
 def decode_attributes(attributes: Any, depth: int = 0) -> dict[str, AttrValue]:
-    """Decode a repeated ``KeyValue`` into a plain dict (last key wins on duplicates)."""
-    return {kv.key: decode_value(kv.value, depth) for kv in attributes}
+    """Decode a repeated ``KeyValue`` into a plain dict (last key wins on duplicates).
+
+    Hot path (a dozen attributes a span): strings, the common case, are stored without a further call.
+    """
+    out: dict[str, AttrValue] = {}
+    for kv in attributes:
+        value = kv.value
+        which = value.WhichOneof("value")
+        if which == "string_value":
+            text = value.string_value
+            out[kv.key] = text if len(text) <= _CLIP_FREE_CHARS else _clip(text)
+        elif which is None:
+            out[kv.key] = None
+        else:
+            out[kv.key] = _decode_field(which, getattr(value, which), depth)
+    return out
 
 
 def decode_value(value: common_pb2.AnyValue, depth: int = 0) -> AttrValue:
     """Decode one ``AnyValue``. Bytes become base64 text so every value is JSON-compatible."""
     which = value.WhichOneof("value")
-    if which == "string_value":
-        return _clip(value.string_value)
-    if which in ("int_value", "bool_value", "double_value"):
-        return getattr(value, which)
     if which is None:
         return None
+    return _decode_field(which, getattr(value, which), depth)
+
+
+def _decode_field(which: str, value: Any, depth: int) -> AttrValue:
+    """The AnyValue field ``which`` holding ``value``, decoded."""
+    if which == "string_value":
+        return _clip(value)
+    if which in ("int_value", "bool_value", "double_value"):
+        return value
     if depth >= MAX_ATTR_DEPTH:
         return f"[truncated: nesting deeper than {MAX_ATTR_DEPTH}]"
     if which == "array_value":
-        return [decode_value(v, depth + 1) for v in value.array_value.values]
+        return [decode_value(v, depth + 1) for v in value.values]
     if which == "kvlist_value":
-        return decode_attributes(value.kvlist_value.values, depth + 1)
+        return decode_attributes(value.values, depth + 1)
     if which == "bytes_value":
-        return base64.b64encode(value.bytes_value[:MAX_STRING_BYTES]).decode("ascii")
+        return base64.b64encode(value[:MAX_STRING_BYTES]).decode("ascii")
     raise DecodeError(f"unsupported AnyValue field {which!r}")
 
 
+_CLIP_FREE_CHARS = MAX_STRING_BYTES // 4
+"""A string this short cannot exceed MAX_STRING_BYTES in UTF-8 (4 bytes a character at most)."""
+
+
 def _clip(text: str) -> str:
-    if len(text) <= MAX_STRING_BYTES // 4:  # fast path: cannot exceed the byte limit
+    if len(text) <= _CLIP_FREE_CHARS:  # fast path: cannot exceed the byte limit
         return text
     encoded = text.encode("utf-8")
     if len(encoded) <= MAX_STRING_BYTES:
