@@ -1,7 +1,8 @@
 """The diff entry point: :func:`diff_runs` compares two runs and their steps under a profile.
 
-Steps are normalized and hashed once; the two span forests are aligned (``diff.align``); only the
-pairs whose digests differ are compared field by field (``diff.compare``). To make the result
+Steps are normalized and hashed (the contents are not kept); the two span forests are aligned
+(``diff.align``); only the pairs whose digests differ are normalized again and compared field by
+field (``diff.compare``). To make the result
 antisymmetric (diff(B, A) mirrors diff(A, B)), the alignment of every sibling group and every
 comparison run in a canonical orientation and are mirrored back when the caller's order is the
 other one.
@@ -39,37 +40,31 @@ _PAIR_WEIGHT = {PairStatus.EQUAL: 1.0, PairStatus.MOVED: 0.75, PairStatus.CHANGE
 
 @dataclass(slots=True)
 class _Side:
-    """One run's steps with their normalized contents and alignment nodes."""
+    """One run's steps and the roots of their span forest (nodes carry digests, not contents)."""
 
     steps: Sequence[Step]
-    contents: list[dict[str, Any]]
     roots: list[Node]
 
     @classmethod
     def build(cls, steps: Sequence[Step], normalizer: Normalizer) -> _Side:
-        contents = [normalizer.content(step) for step in steps]
-        nodes = [
-            _node(k, step, content) for k, (step, content) in enumerate(zip(steps, contents, strict=True))
-        ]
-        return cls(steps, contents, build_forest(nodes))
+        """Normalize, hash and let go of each step's content in turn.
 
-
-def _node(index: int, step: Step, content: dict[str, Any]) -> Node:
-    draft = step.draft
-    signature = (
-        content.get("type", ""),
-        content.get("name", ""),
-        content.get("tool_name"),
-        content.get("model_name"),
-    )
-    return Node(
-        index,
-        digest_content(content),
-        signature,
-        (draft.start_ns, step.seq),
-        draft.span_id,
-        draft.parent_span_id,
-    )
+        Keeping every content until the end measured 15-20% slower at 1,000 steps (a cold mass deallocation, and
+        no memory reuse); the few pairs whose digests differ are normalized again by :func:`_pair`.
+        """
+        content_of = normalizer.content
+        nodes = []
+        for index, step in enumerate(steps):
+            content = content_of(step)
+            draft = step.draft
+            signature = (
+                content.get("type", ""), content.get("name", ""), content.get("tool_name"), content.get("model_name"),
+            )  # fmt: skip
+            order = (draft.start_ns, step.seq)
+            nodes.append(
+                Node(index, digest_content(content), signature, order, draft.span_id, draft.parent_span_id)
+            )
+        return cls(steps, build_forest(nodes))
 
 
 def diff_runs(
@@ -93,15 +88,24 @@ def diff_runs(
     """
     _check_runs(run_a, steps_a, run_b, steps_b)
     with _gc_paused():
-        normalizer = Normalizer(profile)
-        side_a, side_b = _Side.build(steps_a, normalizer), _Side.build(steps_b, normalizer)
-        rows = align_forests(side_a.roots, side_b.roots)
-        pairs = [_pair(row, side_a, side_b, profile) for row in rows]
+        pairs = _aligned_pairs(steps_a, steps_b, profile)
         visible = tuple(pair for pair in pairs if not _is_hidden(pair))
         summary = _summarize(run_a, steps_a, run_b, steps_b, pairs, visible)
     return TraceDiff(
         summary, visible, ProfileInfo(profile.name, profile.description, tuple(profile.ignored()))
     )
+
+
+def _aligned_pairs(steps_a: Sequence[Step], steps_b: Sequence[Step], profile: Profile) -> list[StepPair]:
+    """Every aligned pair, in tree order.
+
+    The normalized contents, nodes and rows built on the way die when this returns, still inside
+    :func:`_gc_paused`: the collector then only ever sees the (much smaller) result.
+    """
+    normalizer = Normalizer(profile)
+    side_a, side_b = _Side.build(steps_a, normalizer), _Side.build(steps_b, normalizer)
+    rows = align_forests(side_a.roots, side_b.roots)
+    return [_pair(row, side_a, side_b, normalizer) for row in rows]
 
 
 @contextmanager
@@ -130,7 +134,7 @@ def _check_runs(run_a: Run, steps_a: Sequence[Step], run_b: Run, steps_b: Sequen
             raise UnprocessableError(f"steps passed with run {run.run_id} belong to another run")
 
 
-def _pair(row: Aligned, side_a: _Side, side_b: _Side, profile: Profile) -> StepPair:
+def _pair(row: Aligned, side_a: _Side, side_b: _Side, normalizer: Normalizer) -> StepPair:
     a, b = row.a, row.b
     ref_a = StepRef.from_step(side_a.steps[a.index]) if a else None
     ref_b = StepRef.from_step(side_b.steps[b.index]) if b else None
@@ -138,7 +142,8 @@ def _pair(row: Aligned, side_a: _Side, side_b: _Side, profile: Profile) -> StepP
         return StepPair(PairStatus.REMOVED if b is None else PairStatus.ADDED, ref_a, ref_b, (), row.depth)
     changes: tuple[FieldChange, ...] = ()
     if a.digest != b.digest:
-        changes = _changes(side_a.contents[a.index], side_b.contents[b.index], a.digest < b.digest, profile)
+        old, new = normalizer.content(side_a.steps[a.index]), normalizer.content(side_b.steps[b.index])
+        changes = _changes(old, new, a.digest < b.digest, normalizer.profile)
     status = PairStatus.MOVED if row.moved else PairStatus.CHANGED if changes else PairStatus.EQUAL
     return StepPair(status, ref_a, ref_b, changes, row.depth)
 

@@ -14,6 +14,7 @@ from __future__ import annotations
 import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
+from enum import Enum
 from operator import attrgetter
 from typing import Any
 
@@ -48,6 +49,10 @@ _PLACEHOLDER_RE = re.compile(f"(?P<uuid>{_UUID})|(?P<date>{_ISO_DATE})")
 _PLACEHOLDER_HINT = re.compile(r"-(?:[0-9a-fA-F]{4}-|\d\d-\d\d)")
 _REDACTION_RE = re.compile(r"\[REDACTED:(?:[^\]]*:)?([0-9a-fA-F]{16})\]")
 _SHAPE_FIELDS = ("type", "name", "tool_name", "model_name")
+_HEAD_FIELDS = frozenset(
+    {"type", "kind", "name", "status", "tool_name", "model_name", "provider", "agent_name", "error_type",
+     "error_message"}
+)  # fmt: skip
 _STEP_FIELDS = (
     "name", "status", "tool_name", "model_name", "provider", "agent_name", "error_type",
     "error_message", "tokens_in", "tokens_out", "tokens_total", "tokens_cache_read",
@@ -71,7 +76,7 @@ class Normalizer:
 
     The walk has two speeds: while an ignore pattern may still match (``state`` not ``IDLE``) every
     key is run through the path automaton; below that — almost all of a payload — only the key
-    filter and the text cache apply.
+    filter and the text normalization apply.
     """
 
     def __init__(self, profile: Profile) -> None:
@@ -85,39 +90,84 @@ class Normalizer:
         self._paths = PathAutomaton(patterns)
         self._key_res = [re.compile(p) for p in profile.ignore_keys]
         self._subs = [(re.compile(s.pattern), s.replacement) for s in profile.substitutions]
-        self._drop: dict[Any, bool] = {}
+        self._kept: set[Any] = set()
+        self._dropped: set[Any] = set()
         self._texts: dict[str, str | _Parsed] = {}
-        self._plain = _plain_walker(self._drop, self._is_dropped_key, self._texts, self._text)
+        self._plain = _plain_walker(
+            self._kept, self._is_dropped_key, self._texts, self._text, _markers(profile)
+        )
         fields = _SHAPE_FIELDS if profile.shape_only else tuple(_FIELDS)
-        self._plan = [
-            (name, _FIELDS[name][1], state)
+        plan = [
+            (name, state)
             for name in fields
             if not self._is_dropped_key(name) and (state := self._paths.step(self._paths.start, name)) != DROP
         ]
-        # One C-level call reads every field the plan needs (a tuple, even for a single field).
-        self._read = attrgetter(*(_FIELDS[name][0] for name, _, _ in self._plan), "seq")
+        self._states = dict(plan)
+        # Three kinds of field, each read with one C-level call (a tuple even for a single name: the
+        # trailing attribute is never zipped). The head (type, name, tool, model, status, ...) repeats
+        # from step to step, so its normalized form is computed once per distinct head.
+        self._head = tuple(name for name, _ in plan if name in _HEAD_FIELDS)
+        self._read_head = attrgetter(*self._head, "name")
+        self._heads: dict[tuple[Any, ...], dict[str, Any]] = {}
+        self._rest = tuple(name for name, _ in plan if name in _STEP_FIELDS and name not in _HEAD_FIELDS)
+        self._read_rest = attrgetter(*self._rest, "name")
+        self._special = [
+            (name, attrgetter(_FIELDS[name][0]), _FIELDS[name][1], state)
+            for name, state in plan
+            if name not in _HEAD_FIELDS and name not in _STEP_FIELDS
+        ]
 
     def content(self, step: Step) -> dict[str, Any]:
         """The step as the profile sees it: a JSON-ready dict (``type``, typed fields, ``payload``).
 
         Fields the profile ignores entirely are never read; ``None`` fields are left out.
         """
-        out = {}
-        texts = self._texts
-        for (name, convert, state), value in zip(self._plan, self._read(step), strict=False):
+        draft = step.draft
+        head = self._read_head(draft)
+        try:
+            out = self._heads[head].copy()
+        except KeyError:
+            out = self._head_content(head)
+        except TypeError:  # an unhashable value where the model says str
+            out = self._head_content(head)
+        states = self._states
+        for name, value in zip(self._rest, self._read_rest(draft), strict=False):
+            if value is not None:
+                kind = type(value)
+                out[name] = value if kind is int or kind is float else self._field(value, states[name])
+        for name, read, convert, state in self._special:
+            value = read(step)
             if convert is not None:
                 value = convert(value)
-            if value is None:
-                continue
-            kind = type(value)
-            if kind is str and state == IDLE:
-                text = texts.get(value) or self._text(value)
-                out[name] = text if type(text) is str else self._plain(text.value)  # type: ignore[union-attr]
-            elif kind is int or kind is float:
-                out[name] = value
-            else:
-                out[name] = self._walk(value, state)
+            if value is not None:
+                out[name] = self._field(value, state)
         return out
+
+    def _head_content(self, head: tuple[Any, ...]) -> dict[str, Any]:
+        """The normalized head fields, remembered for the next step with an equal head.
+
+        Only heads of plain strings, ints (``kind`` from storage), enums and ``None`` are remembered:
+        values of other types could compare equal to these and be normalized differently.
+        """
+        out = {}
+        for name, value in zip(self._head, head, strict=False):
+            convert = _FIELDS[name][1]
+            if convert is not None:
+                value = convert(value)
+            if value is not None:
+                out[name] = self._field(value, self._states[name])
+        if all(value is None or type(value) in (str, int) or isinstance(value, Enum) for value in head):
+            self._heads[head] = out.copy()
+        return out
+
+    def _field(self, value: Any, state: int) -> Any:
+        kind = type(value)
+        if kind is int or kind is float:
+            return value
+        if kind is str and state == IDLE:
+            text = self._texts.get(value) or self._text(value)
+            return text if type(text) is str else self._plain(text.value)  # type: ignore[union-attr]
+        return self._walk(value, state)
 
     def _walk(self, value: Any, state: int) -> Any:
         if state == IDLE:
@@ -134,54 +184,97 @@ class Normalizer:
         return self._plain(value)
 
     def _walk_dict(self, value: Mapping[Any, Any], state: int) -> dict[Any, Any]:
-        if state == IDLE:
-            return self._plain(value)  # type: ignore[no-any-return]
         out = {}
+        kept, step = self._kept, self._paths.step
         for key, item in value.items():
-            if self._is_dropped_key(key):
+            if key not in kept and self._is_dropped_key(key):
                 continue
-            following = self._paths.step(state, key)
-            if following != DROP:
-                out[key] = self._plain(item) if following == IDLE else self._walk(item, following)
+            following = step(state, key)
+            if following == IDLE:
+                out[key] = self._plain(item)
+            elif following != DROP:
+                out[key] = self._walk(item, following)
         return out
 
     def _is_dropped_key(self, key: Any) -> bool:
-        dropped = self._drop.get(key)
-        if dropped is None:
-            dropped = self._drop[key] = isinstance(key, str) and any(r.fullmatch(key) for r in self._key_res)
-        return dropped
+        """Whether the profile drops ``key`` wherever it appears (remembered in ``_kept``/``_dropped``)."""
+        if key in self._dropped:
+            return True
+        if key in self._kept:
+            return False
+        if isinstance(key, str) and any(r.fullmatch(key) for r in self._key_res):
+            self._dropped.add(key)
+            return True
+        self._kept.add(key)
+        return False
 
     def _text(self, text: str) -> str | _Parsed:
         """Normalize one string (cached); a :class:`_Parsed` when ``json_text`` found JSON in it."""
         original, profile = text, self.profile
         if profile.redaction_by_fingerprint and "[REDACTED:" in text:
             text = _REDACTION_RE.sub(r"[REDACTED:\1]", text)
-        if profile.placeholders and "-" in text and _PLACEHOLDER_HINT.search(text):
-            text = _PLACEHOLDER_RE.sub(_placeholder, text)
+        if profile.placeholders and "-" in text:
+            text = _replace_placeholders(text)
         for regex, replacement in self._subs:
             text = regex.sub(replacement, text)
         result: str | _Parsed = text
         if profile.json_text and text[:1] in ("[", "{") and (parsed := _parse_json(text)) is not None:
             result = _Parsed(parsed)
-        else:
+        elif profile.ignore_whitespace or profile.ignore_case:
             result = _fold(text, profile)
         self._texts[original] = result
         return result
 
 
+def _replace_placeholders(text: str) -> str:
+    """``_PLACEHOLDER_RE.sub(_placeholder, text)``, without scanning where no match can be.
+
+    A text that is one UUID or date (the usual case) is a single anchored match. Otherwise every
+    match holds a ``_PLACEHOLDER_HINT`` 8 (UUID) or 4 (date) characters after its start, so none
+    starts before the first hint minus 8 and the substitution can begin there (the patterns look
+    neither behind nor at anchors, so cutting the text off does not change what they match).
+    """
+    whole = _PLACEHOLDER_RE.match(text)
+    if whole is not None and whole.end() == len(text):
+        return _placeholder(whole)
+    hint = _PLACEHOLDER_HINT.search(text)
+    if hint is None:
+        return text
+    start = max(hint.start() - 8, 0)
+    return text[:start] + _PLACEHOLDER_RE.sub(_placeholder, text[start:])
+
+
+def _markers(profile: Profile) -> tuple[str, str] | None:
+    """Two substrings such that the profile leaves a string holding neither unchanged, if there are any.
+
+    Placeholders need a ``-`` (every UUID and ISO date has one) and redaction markers ``[REDACTED:``;
+    substitutions, folding and JSON parsing may change any string (``None``).
+    """
+    if profile.substitutions or profile.json_text or profile.ignore_case or profile.ignore_whitespace:
+        return None
+    return ("-" if profile.placeholders else "[REDACTED:"), "[REDACTED:"
+
+
 def _plain_walker(
-    drop: dict[Any, bool],
+    kept: set[Any],
     is_dropped_key: Callable[[Any], bool],
     texts: dict[str, str | _Parsed],
     normalize_text: Callable[[str], str | _Parsed],
+    markers: tuple[str, str] | None,
 ) -> Callable[[Any], Any]:
     """The walk below the last ignore pattern: drops keys, normalizes text, copies the rest.
 
     This is where a diff spends most of its time, so it is a closure (locals, not attribute
-    lookups) handling leaves inline: about twice as fast as the same walk written as methods.
+    lookups) handling leaves inline: about twice as fast as the same walk written as methods. A
+    string holding neither of the profile's ``markers`` is kept as it is without a cache lookup
+    (most long texts are unique, so caching them would only cost).
     """
+    quick = markers is not None
+    mark_a, mark_b = markers or ("", "")
 
     def text(value: str) -> Any:
+        if quick and mark_a not in value and mark_b not in value:
+            return value
         normalized = texts.get(value)
         if normalized is None:
             normalized = normalize_text(value)
@@ -189,25 +282,30 @@ def _plain_walker(
 
     def plain(value: Any) -> Any:
         kind = type(value)
-        if kind is dict or (kind is not str and isinstance(value, Mapping)):
+        if kind is dict or (kind is not str and kind is not list and isinstance(value, Mapping)):
             out = {}
             for key, item in value.items():
-                dropped = drop.get(key)
-                if dropped is None:
-                    dropped = is_dropped_key(key)
-                if dropped:
+                if key not in kept and is_dropped_key(key):
                     continue
                 kind = type(item)
                 if kind is str:
-                    normalized = texts.get(item)
-                    out[key] = normalized if type(normalized) is str else text(item)
+                    out[key] = item if quick and mark_a not in item and mark_b not in item else text(item)
                 elif kind is int or kind is float or kind is bool or item is None:
                     out[key] = item
                 else:
                     out[key] = plain(item)
             return out
         if kind is list or kind is tuple:
-            return [plain(item) for item in value]
+            items = []
+            for item in value:
+                kind = type(item)
+                if kind is str:
+                    items.append(item if quick and mark_a not in item and mark_b not in item else text(item))
+                elif kind is int or kind is float or kind is bool or item is None:
+                    items.append(item)
+                else:
+                    items.append(plain(item))
+            return items
         if kind is str:
             return text(value)
         return value.hex() if kind is bytes else value

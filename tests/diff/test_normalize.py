@@ -6,8 +6,20 @@ import dataclasses
 from typing import Any
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
-from diff.normalize import BUILTIN_PROFILES, Normalizer, Profile, digest_content, get_profile, load_profiles
+from diff.normalize import (
+    _PLACEHOLDER_RE,
+    BUILTIN_PROFILES,
+    Normalizer,
+    Profile,
+    _placeholder,
+    _replace_placeholders,
+    digest_content,
+    get_profile,
+    load_profiles,
+)
 from otlp_receiver.errors import ConfigError, UnprocessableError
 from otlp_receiver.model import RedactionMeta, RedactionRuleHit, Step, StepType
 from tests.diff.fixtures import base_script, build_run
@@ -186,3 +198,28 @@ def test_get_profile_lists_the_known_names_when_unknown() -> None:
 def test_normalizer_reads_span_type_as_plain_string() -> None:
     content = _content("structure", _step(type=StepType.SPAN))
     assert content["type"] == "span" and type(content["type"]) is str
+
+
+_PLACEHOLDER_TEXT = st.lists(
+    st.one_of(
+        st.sampled_from(["-", "T", ":", ".", "Z", "+", " ", "a", "x", "٣"]),
+        st.from_regex(r"\d{1,4}", fullmatch=True),
+        st.uuids().map(str),
+        st.datetimes().map(lambda moment: moment.isoformat()),
+    ),
+    max_size=12,
+).map("".join)
+
+
+@settings(max_examples=500, deadline=None)
+@given(_PLACEHOLDER_TEXT)
+def test_placeholder_fast_path_equals_the_plain_substitution(text: str) -> None:
+    assert _replace_placeholders(text) == _PLACEHOLDER_RE.sub(_placeholder, text)
+
+
+def test_a_step_head_is_normalized_the_same_whether_remembered_or_not() -> None:
+    normalizer = Normalizer(BUILTIN_PROFILES["default"])
+    stored = _step(kind=1)  # storage hands back the span kind as a plain int
+    first, again = normalizer.content(_step()), normalizer.content(stored)
+    assert first == again == Normalizer(BUILTIN_PROFILES["default"]).content(stored)
+    assert type(again["kind"]) is int and type(again["type"]) is str
