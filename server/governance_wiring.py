@@ -14,9 +14,8 @@ What an answer depends on is written before it: a pending approval (with its aud
 the same transaction as the change. Before the receiver sequences any span, pending steps are flushed (see
 :meth:`Governance.bind`), so a decision always precedes the execution it governs in its run.
 
-Attribute names read from executed tool spans (see ``governance.binding``): ``traceward.decision_token``,
-``gen_ai.tool.call.arguments`` (else ``input.value`` when it is a JSON object), ``gen_ai.tool.name`` /
-``tool.name``, ``gen_ai.operation.name`` = ``execute_tool``.
+The binding check of executed tools (OTLP spans and REST steps) is ``server.binding``; the background
+recorder of steps and audit records is ``server.step_recorder``.
 """
 
 from __future__ import annotations
@@ -29,41 +28,36 @@ import os
 import secrets
 import threading
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import jwt
-import orjson
-
 from governance import store
 from governance.approvals import Approval, ApprovalContext, approve, create_approval, deny, expire, is_overdue
-from governance.binding import DECISION_TOKEN_ATTRIBUTE, TOOL_ARGUMENTS_ATTRIBUTE, VIOLATIONS, check_binding
 from governance.evaluate import Decision, DecisionRequest, evaluate
-from governance.policy import EXTERNAL_WRITE, Policy, is_gated, tool_config
+from governance.policy import EXTERNAL_WRITE, Policy, tool_config
 from governance.store import ApprovalRecord, AuditEntry
 from governance.tokens import MAX_TTL_S, SigningKeys, issue_token
 from otlp_receiver.chain import canonical_json
-from otlp_receiver.errors import AppError, ConflictError, InvalidInputError, NotFoundError
+from otlp_receiver.errors import ConflictError, InvalidInputError, NotFoundError
 from otlp_receiver.model import Span as OtelSpan
 from otlp_receiver.model import SpanId, StepDraft, StepType, TraceId
 from otlp_receiver.store.index import RunIndex
 from server.auth import Principal
+from server.binding import Binder, derived_span_id
 from server.settings import Settings
+from server.step_recorder import RecordSteps, StepRecorder
 
 logger = logging.getLogger(__name__)
 
 MAX_ARGS_BYTES = 64 * 1024
 MAX_TOOL_NAME_CHARS = 256
 MAX_TEXT_CHARS = 4000
-RECEIVER_ACTOR = "traceward.receiver"
 SYSTEM_ACTOR = "traceward.system"
 _HEX = frozenset("0123456789abcdef")
 _MISS: Any = object()
 
-RecordSteps = Callable[[str, str, Sequence[StepDraft]], object]
-"""(tenant_id, project_id, drafts) → append server-made steps to their runs (``IngestPipeline.ingest_drafts``)."""
 
 
 # ---------------------------------------------------------------- signing keys
@@ -87,114 +81,6 @@ def load_signing_keys(path: Path) -> SigningKeys:
         os.fsync(handle.fileno())
     logger.info("created decision-token signing key %s in %s", keys.current_kid, path)
     return keys
-
-
-# ---------------------------------------------------------------- steps off the request path
-
-
-AUDIT_CADENCE_S = 0.02
-"""How often a lingering StepRecorder writes the audit records it gathered."""
-
-
-class StepRecorder:
-    """Appends server-made steps to runs, and audit records of decisions, in batches on its own thread.
-
-    One WAL append (one fsync) per (tenant, project) and one SQLite transaction for the audit
-    records per batch: group commit, off the request path.
-    """
-
-    def __init__(self, record: RecordSteps, index: RunIndex, *, linger_s: float = 0.25) -> None:
-        self._record = record
-        self._index = index
-        self._linger_s = linger_s
-        self._pending: list[tuple[str, str, StepDraft]] = []
-        self._audits: list[tuple[str, AuditEntry]] = []
-        self._lock = threading.Lock()
-        self._flush_lock = threading.Lock()
-        self._wake = threading.Event()
-        self._stop = threading.Event()
-        self._thread: threading.Thread | None = None
-
-    def add(self, tenant_id: str, project_id: str, draft: StepDraft) -> None:
-        """Queue one step; it reaches the WAL within milliseconds."""
-        with self._lock:
-            self._pending.append((tenant_id, project_id, draft))
-        self._wake.set()
-
-    def add_audit(self, tenant_id: str, entry: AuditEntry) -> None:
-        """Queue one audit record."""
-        with self._lock:
-            self._audits.append((tenant_id, entry))
-        self._wake.set()
-
-    def flush(self) -> None:
-        """Append everything queued so far (waits for a flush already under way)."""
-        if not self._pending and not self._audits and not self._flush_lock.locked():
-            return
-        with self._flush_lock:
-            self.flush_audits()
-            with self._lock:
-                batch, self._pending = self._pending, []
-            groups: dict[tuple[str, str], list[StepDraft]] = {}
-            for tenant_id, project_id, draft in batch:
-                groups.setdefault((tenant_id, project_id), []).append(draft)
-            for (tenant_id, project_id), drafts in groups.items():
-                try:
-                    self._record(tenant_id, project_id, drafts)
-                except AppError as exc:  # storage full or failing: keep the steps and retry
-                    logger.warning("could not record %d governance steps (%s); retrying", len(drafts), exc.code)
-                    with self._lock:
-                        self._pending[:0] = [(tenant_id, project_id, d) for d in drafts]
-
-    def flush_audits(self) -> None:
-        """Append the queued audit records now (one transaction)."""
-        with self._lock:
-            audits, self._audits = self._audits, []
-        if not audits:
-            return
-        try:
-            store.append_audits(self._index, audits)
-        except AppError as exc:
-            logger.warning("could not append %d audit records (%s); retrying", len(audits), exc.code)
-            with self._lock:
-                self._audits[:0] = audits
-
-    def start(self) -> None:
-        """Start the background thread."""
-        self._thread = threading.Thread(target=self._run, name="governance-steps", daemon=True)
-        self._thread.start()
-
-    def stop(self) -> None:
-        """Stop the thread after a last flush."""
-        self._stop.set()
-        self._wake.set()
-        if self._thread is not None:
-            self._thread.join(timeout=10)
-        self.flush()
-
-    def _run(self) -> None:
-        while not self._stop.is_set():
-            if not self._wake.wait(1.0):
-                continue
-            try:
-                self._linger()
-                self.flush()
-            except Exception:  # a background loop: log and keep going
-                logger.exception("governance step recorder failed")
-                time.sleep(0.5)
-
-    def _linger(self) -> None:
-        """Gather steps for ``linger_s`` (each WAL append wakes the flusher, whose round, a Delta commit,
-        costs the same for 1 step as for 100; the receiver flushes us itself before it sequences spans),
-        writing the audit records gathered every ``AUDIT_CADENCE_S``: the audit log trails the answers by
-        tens of milliseconds, and a busy server pays one SQLite transaction per cadence, not per decision
-        (nor a thread wake-up per decision: this loop sleeps on a timer, not on ``_wake``)."""
-        deadline = time.monotonic() + self._linger_s
-        while (remaining := deadline - time.monotonic()) > 0:
-            self.flush_audits()
-            if self._stop.wait(min(remaining, AUDIT_CADENCE_S)):
-                break
-        self._wake.clear()
 
 
 # ---------------------------------------------------------------- long-poll waiters
@@ -287,6 +173,8 @@ class Governance:
         self.index, self.keys, self.config = index, keys, config or GovernanceConfig()
         self.recorder = StepRecorder(record, index, linger_s=self.config.step_linger_s)
         self.waiters = ApprovalWaiters()
+        self.binder = Binder(index, keys=lambda: self.keys, active_policy=self.active_policy,
+                             record_step=self.recorder.add, before_check=self.recorder.flush)
         self._cache_lock = threading.Lock()
         self._generation = 0
         self._policies: dict[tuple[str, str], ActivePolicy | None] = {}
@@ -616,52 +504,12 @@ class Governance:
     # -- binding (the ingest hook) ----------------------------------------------------------------------------
 
     def bind(self, tenant_id: str, project_id: str, span: OtelSpan) -> tuple[str | None, str | None]:
-        """``IngestPipeline``'s ``bind=`` hook: (binding, decision_token_id) of one raw (pre-redaction) span.
+        """``IngestPipeline``'s ``bind=`` hook: (binding, decision_token_id) of one raw span (``server.binding``)."""
+        return self.binder.bind_span(tenant_id, project_id, span)
 
-        (None, None) for spans that are not tool executions, ``ungated`` for tools the active policy does
-        not gate; otherwise ``governance.binding.check_binding`` decides, exactly once per span.
-        """
-        self.recorder.flush()  # decisions and approvals reach the run before the executions they govern
-        tool = executed_tool(span)
-        if tool is None:
-            return None, None
-        try:
-            return self._bind_tool(tenant_id, project_id, span, tool)
-        except AppError:
-            raise  # storage trouble: the export is retried
-        except Exception:  # never lose spans to a governance bug; flag the step instead
-            logger.exception("binding check failed for a %r span; marking it invalid", tool)
-            return "invalid", None
-
-    def _bind_tool(self, tenant_id: str, project_id: str, span: OtelSpan, tool: str) -> tuple[str | None, str | None]:
-        active = self.active_policy(tenant_id, project_id)
-        if active is None or not is_gated(active.policy, tool):
-            return "ungated", None
-        token = span.attributes.get(DECISION_TOKEN_ATTRIBUTE)
-        token = token if isinstance(token, str) and token else None
-        recorded = recorded_args(span.attributes)
-        trace_id = execution_trace_id(span, token)
-
-        def check(seen_jti: store.SeenJti) -> tuple[str, str | None]:
-            binding, claims = check_binding(token=token, keys=self.keys, tenant=tenant_id, tool_name=tool,
-                                            trace_id=trace_id, recorded_args=recorded, seen_jti=seen_jti,
-                                            now_ns=span.start_ns, gated=True)
-            if claims is not None and claims.project != project_id:
-                binding = "invalid"
-            return binding, claims.jti if claims else None
-
-        def audit(binding: str, jti: str | None) -> AuditEntry | None:
-            if binding not in VIOLATIONS:
-                return None
-            return AuditEntry(RECEIVER_ACTOR, "binding.violation", f"{span.trace_id}/{span.span_id}", {
-                "binding": binding, "tool": tool, "trace_id": span.trace_id, "span_id": span.span_id,
-                "jti": jti, "project_id": project_id, "policy_version": active.version})
-
-        record = store.record_binding(self.index, tenant_id=tenant_id, trace_id=span.trace_id,
-                                      span_id=span.span_id, check=check, audit=audit)
-        if record.first and record.binding in VIOLATIONS:
-            self.recorder.add(tenant_id, project_id, _violation_step(span, tool, record))
-        return record.binding, record.jti
+    def bind_step(self, tenant_id: str, project_id: str, draft: StepDraft) -> tuple[str | None, str | None]:
+        """The same for a REST step."""
+        return self.binder.bind_step(tenant_id, project_id, draft)
 
 
 # ---------------------------------------------------------------- validation helpers
@@ -714,56 +562,6 @@ def _as_of(record: ApprovalRecord, now_ns: int) -> ApprovalRecord:
 # ---------------------------------------------------------------- tool spans
 
 
-def executed_tool(span: OtelSpan) -> str | None:
-    """The tool a span executes: ``gen_ai.tool.name`` / ``tool.name``, or the name of an execute_tool span."""
-    attrs = span.attributes
-    for key in ("gen_ai.tool.name", "tool.name"):
-        name = attrs.get(key)
-        if isinstance(name, str) and name:
-            return name
-    if attrs.get("gen_ai.operation.name") == "execute_tool":
-        _, _, name = span.name.partition(" ")
-        return name.strip() or None
-    return None
-
-
-def recorded_args(attrs: Mapping[str, Any]) -> Mapping[str, Any] | None:
-    """The executed arguments, or None when the span did not record them.
-
-    ``gen_ai.tool.call.arguments`` that is not a JSON object cannot match any token (args_mismatch);
-    ``input.value`` counts only when it is a JSON object (OpenInference also puts plain text there).
-    """
-    raw = attrs.get(TOOL_ARGUMENTS_ATTRIBUTE)
-    if raw is not None:
-        parsed = _json_object(raw)
-        return parsed if parsed is not None else {"(unparsable arguments)": str(raw)[:200]}
-    raw = attrs.get("input.value")
-    return _json_object(raw) if raw is not None else None
-
-
-def _json_object(raw: Any) -> Mapping[str, Any] | None:
-    if isinstance(raw, Mapping):
-        return raw
-    if isinstance(raw, str | bytes):
-        try:
-            value = orjson.loads(raw)
-        except orjson.JSONDecodeError:
-            return None
-        return value if isinstance(value, dict) else None
-    return None
-
-
-def execution_trace_id(span: OtelSpan, token: str | None) -> str:
-    """The span's trace, or the token's when the span links to it (a run resumed in a new trace)."""
-    if token is None or not span.links:
-        return span.trace_id
-    try:
-        claimed = jwt.decode(token, options={"verify_signature": False}).get("trace_id")
-    except jwt.PyJWTError:
-        return span.trace_id
-    return claimed if any(link.trace_id == claimed for link in span.links) else span.trace_id
-
-
 # ---------------------------------------------------------------- server-made steps
 
 
@@ -777,27 +575,14 @@ def _step(trace_id: str, span_id: str, parent: str | None, step_type: StepType, 
                      payload={k: v for k, v in payload.items() if v is not None})
 
 
-def _derived_span_id(*parts: str) -> str:
-    """A stable span id for a server-made step, so re-recording it is deduplicated by the receiver."""
-    return hashlib.sha256("/".join(parts).encode()).hexdigest()[:16]
-
-
 def _approval_step(record: ApprovalRecord) -> StepDraft:
     a = record.approval
     payload = {"approval_id": a.id, "status": a.status, "tool_name": a.tool, "decided_by": a.decided_by,
                "reason": a.reason, "args": dict(a.approved_args), "edited": a.edited_args is not None,
                "jti": record.token_id, "policy_version": a.policy_version, "requested_by": a.requested_by}
-    return _step(a.trace_id, _derived_span_id("approval", a.id, a.status), a.span_id, StepType.APPROVAL,
+    return _step(a.trace_id, derived_span_id("approval", a.id, a.status), a.span_id, StepType.APPROVAL,
                  f"approval {a.status} {a.tool}", a.decided_ns or time.time_ns(), payload, tool=a.tool,
                  agent=a.agent)
-
-
-def _violation_step(span: OtelSpan, tool: str, record: store.BindingRecord) -> StepDraft:
-    payload = {"binding": record.binding, "tool_name": tool, "executed_span_id": span.span_id,
-               "jti": record.jti, "finding": "policy_violation"}
-    return _step(span.trace_id, _derived_span_id("binding", span.trace_id, span.span_id), span.span_id,
-                 StepType.POLICY, f"binding {record.binding}", span.start_ns, payload, status="error", tool=tool,
-                 error=("binding_violation", f"tool {tool!r} executed with binding {record.binding}"))
 
 
 def governance_from_settings(settings: Settings, index: RunIndex, record: RecordSteps) -> Governance:
