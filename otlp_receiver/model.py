@@ -12,6 +12,7 @@ Conventions:
 
 from __future__ import annotations
 
+import hashlib
 import uuid
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -265,5 +266,17 @@ class Run:
 
 
 def make_step_id(tenant_id: str, trace_id: str, span_id: str) -> str:
-    """Deterministic step id (UUIDv5) so a re-sent span maps onto the same step."""
-    return str(uuid.uuid5(STEP_ID_NAMESPACE, f"{tenant_id}/{trace_id}/{span_id}"))
+    """Deterministic step id (UUIDv5) so a re-sent span maps onto the same step.
+
+    Exactly ``str(uuid.uuid5(STEP_ID_NAMESPACE, f"{tenant_id}/{trace_id}/{span_id}"))`` (RFC 4122 §4.3),
+    computed without the UUID object: the flusher makes one per stored step.
+    """
+    name = f"{tenant_id}/{trace_id}/{span_id}".encode()
+    digest = bytearray(hashlib.sha1(_STEP_ID_PREFIX + name, usedforsecurity=False).digest()[:16])
+    digest[6] = (digest[6] & 0x0F) | 0x50  # version 5
+    digest[8] = (digest[8] & 0x3F) | 0x80  # RFC 4122 variant
+    h = digest.hex()
+    return f"{h[:8]}-{h[8:12]}-{h[12:16]}-{h[16:20]}-{h[20:]}"
+
+
+_STEP_ID_PREFIX = STEP_ID_NAMESPACE.bytes
