@@ -54,6 +54,9 @@ Bind = Callable[[str, str, Span], tuple[str | None, str | None]]
 """(tenant_id, project_id, raw span) → (binding, decision_token_id), checked BEFORE redaction so the
 decision token and the recorded tool arguments are seen as the agent sent them. Injected by the server
 (governance's check); (None, None) for spans it has nothing to say about."""
+BindStep = Callable[[str, str, StepDraft], tuple[str | None, str | None]]
+"""The same check for a REST step (``POST /v1/runs/{run_id}/steps``), before redaction."""
+
 AcceptedSpans = Callable[[str, Sequence[Span]], None]
 """(tenant_id, spans) called after an OTLP batch is in the WAL, with the REDACTED spans that were accepted
 (duplicates left out, trace and span ids unchanged). Injected by the server (forwarding downstream); it
@@ -170,11 +173,13 @@ class IngestPipeline:
     """Redact → map → sequence → WAL, under one lock so seqs reach the log in order."""
 
     def __init__(self, wal: WriteAheadLog, sequencer: Sequencer, *, redact: Redaction | None = None,
-                 bind: Bind | None = None, on_accepted: AcceptedSpans | None = None) -> None:
+                 bind: Bind | None = None, bind_step: BindStep | None = None,
+                 on_accepted: AcceptedSpans | None = None) -> None:
         self.wal = wal
         self.sequencer = sequencer
         self.redact = redact
         self.bind = bind
+        self.bind_step = bind_step
         self.on_accepted = on_accepted
         self._lock = threading.Lock()
 
@@ -261,6 +266,7 @@ class IngestPipeline:
     def append_steps(self, tenant_id: str, project_id: str, run_id: str,
                      drafts: Sequence[StepDraft]) -> tuple[list[int], int]:
         """Append REST steps to an existing run; returns their seqs (in request order) and the WAL position."""
+        bindings = {d.span_id: self.bind_step(tenant_id, project_id, d) for d in drafts} if self.bind_step else {}
         drafts = [self._redact_draft(tenant_id, d) for d in drafts]
         with self._lock:
             if not self.sequencer.exists(tenant_id, run_id):
@@ -269,7 +275,7 @@ class IngestPipeline:
             if self.sequencer.duplicates(tenant_id, run_id, span_ids):
                 raise ConflictError("a step with this span_id already exists in the run")
             seqs = self.sequencer.assign(tenant_id, run_id, span_ids)
-            items = [wal_item(run_id, seq, d) for seq, d in zip(seqs, drafts, strict=True)]
+            items = [wal_item(run_id, seq, d, bindings.get(d.span_id)) for seq, d in zip(seqs, drafts, strict=True)]
             record = {"kind": "steps", "tenant": tenant_id, "project": project_id,
                       "received_ns": time.time_ns(), "runs": {}, "items": items}
             position = self.wal.append(orjson.dumps(record))

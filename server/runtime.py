@@ -63,6 +63,7 @@ class Runtime:
                                          load_master_key(settings.data_dir / "redaction.key"))
         self.forwarder = forwarder_from_settings(settings)  # redacted spans to a downstream OTLP endpoint
         self.pipeline = IngestPipeline(self.wal, self.sequencer, bind=self.governance.bind,
+                                       bind_step=self.governance.bind_step,
                                        redact=self.redaction if settings.redaction == "on" else None,
                                        on_accepted=self.forwarder.enqueue if self.forwarder else None)
         self.flusher = Flusher(self.wal, self.index, self.steps, self.sequencer, self.prices,
