@@ -51,6 +51,8 @@ EMPTY_META: Final = RedactionMeta()
 _KEY_CACHE_MAX: Final = 65_536
 _CLEAN_CACHE_MAX: Final = 16_384
 _CLEAN_CACHE_MAX_CHARS: Final = 64
+_SHAPE_CACHE_MAX: Final = 4096
+_SHAPE_MAX_KEYS: Final = 64
 _NO_MATCH: Final = (-1, -1)
 _SCALARS: Final = (int, float, bool, type(None))
 _MARKER = re.compile(rb"\[REDACTED:[A-Za-z0-9_.-]{1,64}:[0-9a-f]{16}\]")
@@ -189,6 +191,7 @@ class Redactor:
         self.policy = policy
         self._fingerprint_key = fingerprint_key
         self._key_rules: dict[Any, RedactionRule | None] = {}
+        self._ruled: dict[tuple[Any, ...], tuple[Any, ...]] = {}
         self.clean_strings: dict[str, None] = {}
         """Short strings already found clean (roles, model names, JSON keys…): bounded, never secrets."""
 
@@ -230,17 +233,33 @@ class Redactor:
         return self.is_text_dirty("\n".join(parts))
 
     def _collect_map(self, mapping: Mapping[Any, Any], parts: list[str], depth: int) -> bool:
-        """Gather a map's strings into ``parts``; True as soon as a key rule would mask something."""
-        key_rule = self.key_rule
-        for key, value in mapping.items():
-            if key_rule(key) is not None and _is_maskable(value):
-                return True
-            if type(value) is str:
-                if self._collect_str(value, parts, depth):
+        """Gather a map's strings into ``parts``; True if a key rule would mask something (or a value needs
+        the exact pass). Keys are judged per key shape: usually no key of the map has a rule at all."""
+        if any(_is_maskable(mapping[key]) for key in self._ruled_keys(mapping)):
+            return True
+        raw_ok = self.policy.raw_json_ok
+        for value in mapping.values():
+            kind = type(value)
+            if kind is str:
+                if raw_ok:
+                    parts.append(value)  # what _collect_str does when raw JSON may be scanned as is
+                elif self._collect_str(value, parts, depth):
                     return True
-            elif type(value) not in _SCALARS and self._collect_value(value, parts, depth + 1):
+            elif kind not in _SCALARS and self._collect_value(value, parts, depth + 1):
                 return True
         return False
+
+    def _ruled_keys(self, mapping: Mapping[Any, Any]) -> tuple[Any, ...]:
+        """The keys of ``mapping`` a key rule covers, cached per tuple of keys (small maps only)."""
+        keys = tuple(mapping)
+        found = self._ruled.get(keys)
+        if found is None:
+            found = tuple(key for key in keys if self.key_rule(key) is not None)
+            if len(keys) <= _SHAPE_MAX_KEYS:
+                if len(self._ruled) >= _SHAPE_CACHE_MAX:
+                    self._ruled.clear()
+                self._ruled[keys] = found
+        return found
 
     def _collect_str(self, text: str, parts: list[str], depth: int) -> bool:
         """Add a string (raw JSON is scanned as is when the policy allows, else parsed first)."""
