@@ -108,12 +108,20 @@ def delete_runs(index: RunIndex, steps: StepTable, audit: AuditLog, tenant_id: s
                                    [tenant_id, *run_ids]))[0]["n"]
         for table in run_keyed_tables(db):
             db.execute(f"DELETE FROM {table} WHERE tenant_id = ? AND run_id IN ({marks})", [tenant_id, *run_ids])
+        for table in TRACE_KEYED_TABLES:  # a run's id is its trace id
+            db.execute(f"DELETE FROM {table} WHERE tenant_id = ? AND trace_id IN ({marks})", [tenant_id, *run_ids])
         deleted_at = time.time_ns()
         for run in gone:
             audit.append(tenant_id, actor=actor, action="retention.tombstone", target=run["run_id"],
                          details=_tombstone(run, deleted_at, reason), db=db)
     logger.info("deleted %d runs (%d steps) of tenant %s: %s", len(gone), step_total, tenant_id, reason)
     return DeletedRuns(len(gone), int(step_total), tuple(r["run_id"] for r in gone))
+
+
+TRACE_KEYED_TABLES = ("approvals",)
+"""Run data keyed by trace id: approval requests hold the tool arguments and the context an agent sent.
+(Token uses and binding checks are kept until every token they could replay has expired; see
+``governance.store.prune_binding_state``.)"""
 
 
 def run_keyed_tables(db: Database) -> list[str]:

@@ -363,3 +363,29 @@ def test_audit_retention_is_independent_of_run_retention(tmp_path: Path) -> None
         assert runtime.audit.verify("t3").ok
     finally:
         runtime.stop()
+
+
+def _approval_row(index: RunIndex, tenant: str, trace: str, args: str) -> None:
+    with index.transaction() as db:
+        db["approvals"].insert({"approval_id": os.urandom(8).hex(), "tenant_id": tenant, "project_id": "p",
+                                "tool": "payments.send", "args": args, "trace_id": trace, "span_id": os.urandom(8).hex(),
+                                "requested_by": "key:agent", "status": "approved", "created_ns": time.time_ns(),
+                                "expires_ns": time.time_ns()})
+
+
+def test_retention_deletes_the_approval_requests_of_expired_runs(tmp_path: Path) -> None:
+    """Approval requests carry the tool arguments an agent sent: they go with their run."""
+    runtime = Runtime(Settings(data_dir=tmp_path, retention_days=7))
+    runtime.start(grpc=False)
+    try:
+        old, fresh = _old_run(runtime, "t3", 8), _old_run(runtime, "t3", 1)
+        other_tenant_same_id = old
+        _approval_row(runtime.index, "t3", old, '{"card": "old-run-secret"}')
+        _approval_row(runtime.index, "t3", fresh, '{"card": "fresh"}')
+        _approval_row(runtime.index, "t4", other_tenant_same_id, '{"card": "another tenant"}')
+        summary = runtime.retention.run_tenant("t3", actor="test", trigger="manual")
+        assert summary["runs_deleted"] == 1
+        left = [(r["tenant_id"], r["trace_id"]) for r in runtime.index.query("SELECT * FROM approvals ORDER BY tenant_id")]
+        assert sorted(left) == sorted([("t3", fresh), ("t4", old)])
+    finally:
+        runtime.stop()
