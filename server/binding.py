@@ -10,7 +10,8 @@ What counts as an execution, and where its token and arguments are read from:
 - OTLP span: ``gen_ai.tool.name`` / ``tool.name`` (or an ``execute_tool <name>`` span), the token in
   ``traceward.decision_token``, the arguments in ``gen_ai.tool.call.arguments`` (else ``input.value`` when
   it is a JSON object). A span in a new trace that links to the decided trace (a run resumed after a pause)
-  is checked against the linked trace.
+  is checked against the linked trace, and the decided run gets a ``policy`` step "executed in linked run"
+  (``payload.linked_run_id``), so its timeline reads request → decision → approval → execution.
 - REST step (``POST /v1/runs/{run_id}/steps``): ``type`` = ``tool`` with a ``tool_name``, the token in
   ``decision_token``, the arguments in ``payload.input`` (else ``payload.args``) when it is a JSON object
   (or JSON text of one).
@@ -123,6 +124,8 @@ class Binder:
                                       check=check, audit=audit)
         if record.first and record.binding in VIOLATIONS:
             self._record_step(tenant_id, project_id, violation_step(ex, record))
+        if record.first and ex.decided_trace_id != ex.trace_id:
+            self._record_step(tenant_id, project_id, linked_execution_step(ex, record))
         return record.binding, record.jti
 
 
@@ -212,6 +215,21 @@ def violation_step(ex: Execution, record: store.BindingRecord) -> StepDraft:
         parent_span_id=SpanId(ex.span_id), type=StepType.POLICY, name=f"binding {record.binding}",
         start_ns=ex.started_ns, end_ns=ex.started_ns, status="error", tool_name=ex.tool,
         error_type="binding_violation", error_message=f"tool {ex.tool!r} executed with binding {record.binding}",
+        payload={k: v for k, v in payload.items() if v is not None})
+
+
+def linked_execution_step(ex: Execution, record: store.BindingRecord) -> StepDraft:
+    """A run resumed in a new trace that links to the decided one: the execution also shows in the decided run,
+    in time order after its request, decision and approval (the tool's own step stays in its trace's run)."""
+    payload = {"binding": record.binding, "tool_name": ex.tool, "linked_run_id": ex.trace_id,
+               "executed_span_id": ex.span_id, "jti": record.jti}
+    ok = record.binding not in VIOLATIONS
+    return StepDraft(
+        trace_id=TraceId(ex.decided_trace_id), span_id=SpanId(derived_span_id("linked", ex.trace_id, ex.span_id)),
+        parent_span_id=None, type=StepType.POLICY, name=f"executed in linked run ({record.binding})",
+        start_ns=ex.started_ns, end_ns=ex.started_ns, status="ok" if ok else "error", tool_name=ex.tool,
+        error_type=None if ok else "binding_violation",
+        error_message=None if ok else f"tool {ex.tool!r} executed with binding {record.binding}",
         payload={k: v for k, v in payload.items() if v is not None})
 
 

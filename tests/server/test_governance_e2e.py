@@ -212,6 +212,13 @@ def test_an_execution_in_a_new_trace_linked_to_the_request_is_bound(server: Live
         new_trace, tool_id = hex_ids(tool)
     assert new_trace != decided.trace_id
     assert step_of(wait_tool_step(server, new_trace, tool_id), tool_id)["binding"] == "bound"
+    # the decided run shows the execution too, after its decision
+    steps = wait_steps(server, decided.trace_id, lambda s: any(x["name"].startswith("executed in linked") for x in s))
+    linked = next(x for x in steps if x["name"].startswith("executed in linked"))
+    assert linked["payload"]["linked_run_id"] == new_trace and linked["payload"]["executed_span_id"] == tool_id
+    assert linked["name"] == "executed in linked run (bound)" and linked["status"] == "ok"
+    decision = next(x for x in steps if x["name"] == "decision payments.send")
+    assert decision["seq"] < linked["seq"] and decision["ts_ns"] <= linked["ts_ns"]
 
 
 # ---------------------------------------------------------------- executions that don't match the decision
