@@ -15,6 +15,7 @@ from collections import Counter
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
+from operator import attrgetter
 from typing import Any
 
 from diff.align import Aligned, Node, align_forests, build_forest
@@ -159,10 +160,13 @@ def _changes(
     return tuple(FieldChange(change.path, change.new, change.old) for change in mirrored)
 
 
+_SPAN = StepType.SPAN.value
+
+
 def _is_hidden(pair: StepPair) -> bool:
     """Structural spans are reported only when they differ."""
     ref = pair.a or pair.b
-    return pair.status is PairStatus.EQUAL and ref is not None and ref.type == StepType.SPAN.value
+    return pair.status is PairStatus.EQUAL and ref is not None and ref.type == _SPAN
 
 
 # --- summary ---------------------------------------------------------------------------------
@@ -194,7 +198,7 @@ def _summarize(
         tools_removed=tuple(sorted(tools[0] - tools[1])),
         first_divergence=_first_divergence(visible),
         similarity=_similarity(pairs, len(steps_a) + len(steps_b)),
-        pair_counts={status.value: 0 for status in PairStatus} | Counter(p.status.value for p in visible),
+        pair_counts={status.value: 0 for status in PairStatus} | Counter(p.status for p in visible),
     )
 
 
@@ -205,12 +209,16 @@ def _token_deltas(run_a: Run, run_b: Run) -> dict[str, Delta]:
 
 
 def _names(from_run: Sequence[str], steps: Sequence[Step], attr: str) -> set[str]:
-    return set(from_run) | {name for step in steps if (name := getattr(step.draft, attr))}
+    read = attrgetter(f"draft.{attr}")
+    return set(from_run) | {name for name in map(read, steps) if name}
 
 
 def _count_types(steps: Sequence[Step]) -> dict[str, int]:
-    counts = Counter(step.draft.type.value for step in steps)
-    return {kind.value: counts.get(kind.value, 0) for kind in StepType}
+    counts = Counter(map(_DRAFT_TYPE, steps))  # by member: StepType hashes as its str value
+    return {kind.value: counts.get(kind, 0) for kind in StepType}
+
+
+_DRAFT_TYPE = attrgetter("draft.type")
 
 
 def _first_divergence(pairs: Sequence[StepPair]) -> Divergence | None:

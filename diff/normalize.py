@@ -12,7 +12,7 @@ The profile API (:data:`BUILTIN_PROFILES`, :func:`load_profiles`, :func:`get_pro
 from __future__ import annotations
 
 import re
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from enum import Enum
 from operator import attrgetter
@@ -93,6 +93,7 @@ class Normalizer:
         self._kept: set[Any] = set()
         self._dropped: set[Any] = set()
         self._texts: dict[str, str | _Parsed] = {}
+        self._text = _text_normalizer(profile, self._subs, self._texts)
         self._plain = _plain_walker(
             self._kept, self._is_dropped_key, self._texts, self._text, _markers(profile)
         )
@@ -111,10 +112,12 @@ class Normalizer:
         self._heads: dict[tuple[Any, ...], dict[str, Any]] = {}
         self._rest = tuple(name for name, _ in plan if name in _STEP_FIELDS and name not in _HEAD_FIELDS)
         self._read_rest = attrgetter(*self._rest, "name")
-        self._special = [
+        self._payload_state = self._states.get("payload")
+        self._redaction_state = self._states.get("redaction")
+        self._special = [  # step_id and duration_ns: only profiles that keep ids and times read them
             (name, attrgetter(_FIELDS[name][0]), _FIELDS[name][1], state)
             for name, state in plan
-            if name not in _HEAD_FIELDS and name not in _STEP_FIELDS
+            if name in ("step_id", "duration_ns")
         ]
 
     def content(self, step: Step) -> dict[str, Any]:
@@ -135,6 +138,10 @@ class Normalizer:
             if value is not None:
                 kind = type(value)
                 out[name] = value if kind is int or kind is float else self._field(value, states[name])
+        if self._payload_state is not None and draft.payload:
+            out["payload"] = self._walk(draft.payload, self._payload_state)
+        if self._redaction_state is not None and draft.redaction_meta.paths:
+            out["redaction"] = self._walk(_redaction(draft.redaction_meta), self._redaction_state)
         for name, read, convert, state in self._special:
             value = read(step)
             if convert is not None:
@@ -185,11 +192,13 @@ class Normalizer:
 
     def _walk_dict(self, value: Mapping[Any, Any], state: int) -> dict[Any, Any]:
         out = {}
-        kept, step = self._kept, self._paths.step
+        kept, moves = self._kept, self._paths.moves(state)
         for key, item in value.items():
             if key not in kept and self._is_dropped_key(key):
                 continue
-            following = step(state, key)
+            following = moves.get(key)
+            if following is None:
+                following = self._paths.step(state, key)
             if following == IDLE:
                 out[key] = self._plain(item)
             elif following != DROP:
@@ -208,22 +217,38 @@ class Normalizer:
         self._kept.add(key)
         return False
 
-    def _text(self, text: str) -> str | _Parsed:
-        """Normalize one string (cached); a :class:`_Parsed` when ``json_text`` found JSON in it."""
-        original, profile = text, self.profile
-        if profile.redaction_by_fingerprint and "[REDACTED:" in text:
+
+def _text_normalizer(
+    profile: Profile, subs: list[tuple[re.Pattern[str], str]], texts: dict[str, str | _Parsed]
+) -> Callable[[str], str | _Parsed]:
+    """Normalizes one string and remembers it in ``texts``; a :class:`_Parsed` when ``json_text`` found JSON.
+
+    A closure over the profile's flags: it runs for every distinct string of both runs.
+    """
+    redaction, placeholders, json_text = (
+        profile.redaction_by_fingerprint,
+        profile.placeholders,
+        profile.json_text,
+    )
+    fold = profile.ignore_whitespace or profile.ignore_case
+
+    def normalize(text: str) -> str | _Parsed:
+        original = text
+        if redaction and "[REDACTED:" in text:
             text = _REDACTION_RE.sub(r"[REDACTED:\1]", text)
-        if profile.placeholders and "-" in text:
+        if placeholders and "-" in text:
             text = _replace_placeholders(text)
-        for regex, replacement in self._subs:
+        for regex, replacement in subs:
             text = regex.sub(replacement, text)
         result: str | _Parsed = text
-        if profile.json_text and text[:1] in ("[", "{") and (parsed := _parse_json(text)) is not None:
+        if json_text and text[:1] in ("[", "{") and (parsed := _parse_json(text)) is not None:
             result = _Parsed(parsed)
-        elif profile.ignore_whitespace or profile.ignore_case:
+        elif fold:
             result = _fold(text, profile)
-        self._texts[original] = result
+        texts[original] = result
         return result
+
+    return normalize
 
 
 def _replace_placeholders(text: str) -> str:
@@ -273,41 +298,55 @@ def _plain_walker(
     mark_a, mark_b = markers or ("", "")
 
     def text(value: str) -> Any:
-        if quick and mark_a not in value and mark_b not in value:
-            return value
         normalized = texts.get(value)
         if normalized is None:
             normalized = normalize_text(value)
         return normalized if type(normalized) is str else plain(normalized.value)  # type: ignore[union-attr]
 
+    def plain_dict(value: Mapping[Any, Any]) -> dict[Any, Any]:
+        out = {}
+        for key, item in value.items():
+            if key not in kept and is_dropped_key(key):
+                continue
+            kind = type(item)
+            if kind is str:
+                if quick and mark_a not in item and mark_b not in item:
+                    out[key] = item
+                else:
+                    normalized = texts.get(item)
+                    out[key] = normalized if type(normalized) is str else text(item)
+            elif kind is dict:
+                out[key] = plain_dict(item)
+            elif kind is list:
+                out[key] = plain_list(item)
+            elif kind is int or kind is float or kind is bool or item is None:
+                out[key] = item
+            else:
+                out[key] = plain(item)
+        return out
+
+    def plain_list(value: Sequence[Any]) -> list[Any]:
+        items = []
+        for item in value:
+            kind = type(item)
+            if kind is str:
+                items.append(item if quick and mark_a not in item and mark_b not in item else text(item))
+            elif kind is dict:
+                items.append(plain_dict(item))
+            elif kind is int or kind is float or kind is bool or item is None:
+                items.append(item)
+            else:
+                items.append(plain(item))
+        return items
+
     def plain(value: Any) -> Any:
         kind = type(value)
         if kind is dict or (kind is not str and kind is not list and isinstance(value, Mapping)):
-            out = {}
-            for key, item in value.items():
-                if key not in kept and is_dropped_key(key):
-                    continue
-                kind = type(item)
-                if kind is str:
-                    out[key] = item if quick and mark_a not in item and mark_b not in item else text(item)
-                elif kind is int or kind is float or kind is bool or item is None:
-                    out[key] = item
-                else:
-                    out[key] = plain(item)
-            return out
+            return plain_dict(value)
         if kind is list or kind is tuple:
-            items = []
-            for item in value:
-                kind = type(item)
-                if kind is str:
-                    items.append(item if quick and mark_a not in item and mark_b not in item else text(item))
-                elif kind is int or kind is float or kind is bool or item is None:
-                    items.append(item)
-                else:
-                    items.append(plain(item))
-            return items
+            return plain_list(value)
         if kind is str:
-            return text(value)
+            return value if quick and mark_a not in value and mark_b not in value else text(value)
         return value.hex() if kind is bytes else value
 
     return plain

@@ -101,6 +101,10 @@ class PathAutomaton:
             following = moves[key] = self._advance(state, key)
         return following
 
+    def moves(self, state: int) -> dict[str | int, int]:
+        """The transitions out of ``state`` found so far (read-only; :meth:`step` adds the others)."""
+        return self._moves[state]
+
     def _advance(self, state: int, key: str | int) -> int:
         following: list[tuple[int, int]] = []
         for index, pos in self._sets[state]:

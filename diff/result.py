@@ -13,6 +13,8 @@ from typing import Any, NamedTuple
 from otlp_receiver.model import Step, StepType
 
 _TYPE_NAMES = {kind: kind.value for kind in StepType}
+_new_tuple = tuple.__new__
+"""Builds a NamedTuple without the Python-level ``__new__`` (a diff builds a few per step)."""
 
 
 class PairStatus(StrEnum):
@@ -44,10 +46,10 @@ class StepRef(NamedTuple):
     def from_step(cls, step: Step) -> StepRef:
         """The reference for ``step``."""
         draft = step.draft
-        return cls(
+        return _new_tuple(cls, (
             step.seq, step.step_id, _TYPE_NAMES.get(draft.type) or str(draft.type), draft.name, draft.status,
             draft.tool_name, draft.model_name, draft.span_id,
-        )  # fmt: skip
+        ))  # fmt: skip
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready dict."""
