@@ -201,47 +201,59 @@ class Flusher:
         return batch
 
     def _add_steps(self, batch: Batch, record: dict[str, Any]) -> None:
-        tenant, project = record["tenant"], record["project"]
+        tenant, project, received_ns = record["tenant"], record["project"], record["received_ns"]
         for summary in record["runs"].values():
             batch.summaries.append((tenant, project, summary))
         for item in record["items"]:
             batch.projects[(tenant, item[0])] = project
-            self._add_row(batch, tenant, project, item, record["received_ns"])
+            f = self._step_row(batch, tenant, project, item, received_ns)
+            for name, column in batch.rows.items():
+                column.append(f.get(name))
 
-    def _add_row(self, batch: Batch, tenant: str, project: str, item: list[Any], received_ns: int) -> None:
+    def _step_row(self, batch: Batch, tenant: str, project: str, item: list[Any], received_ns: int
+                  ) -> dict[str, Any]:
+        """One WAL item as a step-table row (its fields dict, completed), chained onto its run's head."""
         run_id, seq, f, payload_text, p_hash = item
-        prev = self._head(batch, tenant, run_id)
-        meta = f["redaction_meta"]
-        record = step_record(seq=seq, type=f["type"], name=f["name"], trace_id=f["trace_id"],
-                             span_id=f["span_id"], parent_span_id=f["parent_span_id"],
-                             start_ns=f["start_ns"], payload_hash=p_hash, redaction_meta=meta)
-        c_hash = chain_hash(prev, record)
-        batch.heads[(tenant, run_id)] = (c_hash, seq + 1)
-        batch.new_spans.setdefault((tenant, run_id), (seq, []))[1].append(f["span_id"])
-        usage = (f["span_id"], f["parent_span_id"], f["type"], f["status"], f["start_ns"], f["model_name"],
-                 f["tool_name"], f["tool_call_id"], f["tokens_in"], f["tokens_out"], f["tokens_total"],
-                 f["tokens_cache_read"], f["tokens_cache_write"], f["tokens_reasoning"], f["cost_usd"])
-        batch.usage_rows.setdefault((tenant, run_id), []).append(usage)
-        if is_usage_relevant(usage):
-            batch.usage_changed.add((tenant, run_id))
-        f.update(tenant_id=tenant, project_id=project, run_id=run_id, seq=seq, day=_day(f["start_ns"] or received_ns),
-                 step_id=make_step_id(tenant, f["trace_id"], f["span_id"]),
-                 duration_ns=max(0, f["end_ns"] - f["start_ns"]),
+        key = (tenant, run_id)
+        prev = self._head(batch, key)
+        meta, start_ns = f["redaction_meta"], f["start_ns"]
+        c_hash = chain_hash(prev, step_record(seq=seq, type=f["type"], name=f["name"], trace_id=f["trace_id"],
+                                              span_id=f["span_id"], parent_span_id=f["parent_span_id"],
+                                              start_ns=start_ns, payload_hash=p_hash, redaction_meta=meta))
+        batch.heads[key] = (c_hash, seq + 1)
+        _note_usage(batch, key, seq, f)
+        f.update(tenant_id=tenant, project_id=project, run_id=run_id, seq=seq, day=_day(start_ns or received_ns),
+                 step_id=make_step_id(tenant, f["trace_id"], f["span_id"]), duration_ns=max(0, f["end_ns"] - start_ns),
                  cost_source="reported" if f["cost_usd"] is not None else None,
                  redaction_count=len(meta["paths"]) if meta else 0,
                  redaction_meta=orjson.dumps(meta).decode() if meta else None, payload=payload_text,
                  payload_hash=p_hash, prev_hash=prev, chain_hash=c_hash, schema_version=1, ingested_ns=received_ns)
-        for name, column in batch.rows.items():
-            column.append(f.get(name))
+        return f
 
-    def _head(self, batch: Batch, tenant: str, run_id: str) -> str:
-        head = batch.heads.get((tenant, run_id))
+    def _head(self, batch: Batch, key: tuple[str, str]) -> str:
+        head = batch.heads.get(key)
         if head is not None:
             return head[0]
-        row = self.index.get_run_row(tenant, run_id)
+        row = self.index.get_run_row(*key)
         if row and row["head_hash"]:
             return str(row["head_hash"])
-        return genesis_hash(tenant, run_id)
+        return genesis_hash(*key)
+
+
+def _note_usage(batch: Batch, key: tuple[str, str], seq: int, f: dict[str, Any]) -> None:
+    """Record a new step for the run update: its span id, its usage row, whether it can change the totals."""
+    usage = (f["span_id"], f["parent_span_id"], f["type"], f["status"], f["start_ns"], f["model_name"],
+             f["tool_name"], f["tool_call_id"], f["tokens_in"], f["tokens_out"], f["tokens_total"],
+             f["tokens_cache_read"], f["tokens_cache_write"], f["tokens_reasoning"], f["cost_usd"])
+    new = batch.new_spans.get(key)
+    if new is None:
+        batch.new_spans[key] = (seq, [usage[0]])
+        batch.usage_rows[key] = [usage]
+    else:
+        new[1].append(usage[0])
+        batch.usage_rows[key].append(usage)
+    if is_usage_relevant(usage):
+        batch.usage_changed.add(key)
 
 
 def _day(ns: int) -> str:

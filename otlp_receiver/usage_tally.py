@@ -130,7 +130,7 @@ class UsageTally:
         usage = row[8] is not None or row[9] is not None or row[10] is not None or row[14] is not None
         if usage:
             self._usage.add(span_id)
-        if any(c in self._usage or c in self._repeated for c in children):
+        if children and any(c in self._usage or c in self._repeated for c in children):
             self._repeated.add(span_id)
         elif usage or row[2] == _MODEL:
             self._count(span_id, self._share(row))
@@ -169,9 +169,13 @@ class UsageTally:
 
     def _apply(self, share: _Share, sign: int) -> None:
         """Add (sign 1) or take back (sign -1) one counted span's share."""
-        t = self._tokens
-        for i, value in enumerate(share.tokens):
-            t[i] += sign * value
+        t, (tokens_in, tokens_out, total, cache_read, cache_write, reasoning) = self._tokens, share.tokens
+        t[0] += sign * tokens_in
+        t[1] += sign * tokens_out
+        t[2] += sign * total
+        t[3] += sign * cache_read
+        t[4] += sign * cache_write
+        t[5] += sign * reasoning
         if share.cost is not None:
             self._cost.add(sign * share.cost, sign)
         if share.source is not None:
@@ -192,7 +196,7 @@ class UsageTally:
 
     def _link_tools(self, span_id: str, row: UsageRow, parent: str | None, children: list[str]) -> None:
         """Group a tool span with its tool ancestor/descendants; ``parent`` is None unless it is here."""
-        uncovered = [tool for child in children for tool in self._tools.uncovered.pop(child, ())]
+        uncovered = [tool for child in children for tool in self._tools.uncovered.pop(child, ())] if children else []
         if row[2] == _TOOL:
             self._tools.add(span_id, row[6], row[7], (row[4], span_id))
             self._tools.join_under(span_id, uncovered)
