@@ -9,9 +9,11 @@ its change committed (and a WAL replay after a crash neither loses nor repeats i
 - the findings scan logs ``finding.raised`` and the feedback route ``feedback.added``
   (``otlp_receiver/store/findings.py``).
 
-Ids come from one AUTOINCREMENT sequence and every write goes through the index's single writer
-connection, so ids commit in increasing order: a reader that remembers the last id it saw and asks
-for ``id > last`` never misses an event and never sees one twice. Old events are pruned by age.
+An event's id is its tenant's next number (``events.seq``, counted in ``event_seqs``; one global sequence would
+let a tenant read other tenants' activity off the gaps), taken in the transaction that writes the event, and
+every write goes through the index's single writer connection, so a tenant's ids commit in increasing order: a
+reader that remembers the last id it saw and asks for ``seq > last`` never misses an event and never sees one
+twice. Old events are pruned by age; ``event_seqs`` remembers how far, so ids never go back.
 """
 
 from __future__ import annotations
@@ -33,7 +35,6 @@ if TYPE_CHECKING:
 EVENT_TYPES: Final = ("run.started", "run.updated", "run.finished", "step.appended", "approval.created",
                       "approval.decided", "finding.raised", "feedback.added")
 FINAL_STATUSES: Final = frozenset(s.value for s in RunStatus if s is not RunStatus.RUNNING)
-PRUNED_KEY: Final = "events_pruned_through"
 _RUN_FIELDS: Final = ("status", "name", "agent", "service", "started_ns", "finished_ns", "step_count",
                       "error_count", "cost_usd")
 
@@ -51,11 +52,12 @@ class Event:
 
 def append_event(db: Database, tenant_id: str, event_type: str, *, run_id: str | None = None,
                  data: Mapping[str, Any] | None = None, ts_ns: int | None = None) -> int:
-    """Append one event inside the caller's transaction; returns its id."""
-    cursor = db.execute("INSERT INTO events (tenant_id, ts_ns, type, run_id, data) VALUES (?, ?, ?, ?, ?)",
-                        [tenant_id, ts_ns or time.time_ns(), event_type, run_id,
-                         orjson.dumps(dict(data or {})).decode()])
-    return int(cursor.lastrowid or 0)
+    """Append one event inside the caller's transaction; returns its id (the tenant's next number)."""
+    seq = db.execute("INSERT INTO event_seqs (tenant_id, last) VALUES (?, 1) ON CONFLICT (tenant_id) "
+                     "DO UPDATE SET last = last + 1 RETURNING last", [tenant_id]).fetchone()[0]
+    db.execute("INSERT INTO events (tenant_id, seq, ts_ns, type, run_id, data) VALUES (?, ?, ?, ?, ?, ?)",
+               [tenant_id, seq, ts_ns or time.time_ns(), event_type, run_id, orjson.dumps(dict(data or {})).decode()])
+    return int(seq)
 
 
 def record_flush_events(db: Database, batch: Batch) -> None:
@@ -88,23 +90,25 @@ def _run_fields(db: Database, tenant_id: str, run_id: str) -> dict[str, Any]:
 
 
 def read_events(index: RunIndex, tenant_id: str, *, after_id: int, limit: int = 500) -> list[Event]:
-    """The tenant's events with ``id > after_id``, oldest first."""
+    """The tenant's events with ids above ``after_id``, oldest first."""
     rows = index.reader.conn.execute(
-        "SELECT id, type, ts_ns, run_id, data FROM events WHERE tenant_id = ? AND id > ? ORDER BY id LIMIT ?",
+        "SELECT seq, type, ts_ns, run_id, data FROM events WHERE tenant_id = ? AND seq > ? ORDER BY seq LIMIT ?",
         [tenant_id, after_id, limit]).fetchall()
     return [Event(r[0], r[1], r[2], r[3], orjson.loads(r[4])) for r in rows]
 
 
-def last_event_id(index: RunIndex) -> int:
-    """The id of the newest event ever written (0 when none): where a new stream starts."""
-    row = index.reader.conn.execute("SELECT seq FROM sqlite_sequence WHERE name = 'events'").fetchone()
+def last_event_id(index: RunIndex, tenant_id: str) -> int:
+    """The id of the tenant's newest event ever written (0 when none): where a new stream starts."""
+    row = index.reader.conn.execute("SELECT last FROM event_seqs WHERE tenant_id = ?", [tenant_id]).fetchone()
     return int(row[0]) if row else 0
 
 
-def pruned_through(index: RunIndex) -> int:
-    """The highest event id pruning may have deleted (0 when nothing was pruned): a client resuming
+def pruned_through(index: RunIndex, tenant_id: str) -> int:
+    """The tenant's highest event id pruning may have deleted (0 when nothing was pruned): a client resuming
     from an id below it may have missed events."""
-    return int(index.get_meta(PRUNED_KEY) or 0)
+    row = index.reader.conn.execute("SELECT pruned_through FROM event_seqs WHERE tenant_id = ?",
+                                    [tenant_id]).fetchone()
+    return int(row[0]) if row else 0
 
 
 def prune_events(index: RunIndex, *, before_ns: int, limit: int = 10_000) -> int:
@@ -114,7 +118,8 @@ def prune_events(index: RunIndex, *, before_ns: int, limit: int = 10_000) -> int
                          [before_ns, limit]).fetchone()[0]
         if top is None:
             return 0
+        db.execute("UPDATE event_seqs SET pruned_through = max(pruned_through, pruned.seq) FROM "
+                   "(SELECT tenant_id, max(seq) AS seq FROM events WHERE id <= ? AND ts_ns < ? GROUP BY tenant_id) "
+                   "AS pruned WHERE event_seqs.tenant_id = pruned.tenant_id", [top, before_ns])
         cursor = db.execute("DELETE FROM events WHERE id <= ? AND ts_ns < ?", [top, before_ns])
-        db.execute("INSERT INTO meta (key, value) VALUES (?, ?) ON CONFLICT (key) DO UPDATE SET value = "
-                   "max(CAST(value AS INTEGER), CAST(excluded.value AS INTEGER))", [PRUNED_KEY, str(top)])
         return int(cursor.rowcount)

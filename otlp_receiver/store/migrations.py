@@ -265,3 +265,49 @@ def m011_drop_run_deletion_counter(db: Database) -> None:
     every ``INSERT OR REPLACE`` of a run. The runs cache compares row counts instead."""
     db.execute("DROP TRIGGER runs_deleted")
     db.execute("DROP TABLE run_deletions")
+
+
+_NEXT_EVENT_SEQ = """INSERT INTO event_seqs (tenant_id, last) VALUES ({tenant}, 1)
+            ON CONFLICT (tenant_id) DO UPDATE SET last = last + 1"""
+
+
+@migrations()
+def m012_event_ids_per_tenant(db: Database) -> None:
+    """Stream event ids numbered per tenant (``events.seq``): one global sequence let a tenant read other tenants'
+    activity off the gaps between its own ids. ``event_seqs`` keeps each tenant's last id (and what pruning
+    deleted), so ids never go back even when every event of a tenant was pruned. Rows that exist keep their old
+    id as their seq: a client resuming from an id it saw before the upgrade misses nothing."""
+    db.execute("ALTER TABLE events ADD COLUMN seq INTEGER")
+    db.execute("UPDATE events SET seq = id")
+    db.execute("CREATE UNIQUE INDEX events_by_tenant_seq ON events (tenant_id, seq)")
+    db.execute("DROP INDEX events_by_tenant")
+    db.execute("""CREATE TABLE event_seqs (tenant_id TEXT PRIMARY KEY, last INTEGER NOT NULL,
+                  pruned_through INTEGER NOT NULL DEFAULT 0) WITHOUT ROWID""")
+    row = db.execute("SELECT seq FROM sqlite_sequence WHERE name = 'events'").fetchone()
+    pruned = db.execute("SELECT value FROM meta WHERE key = 'events_pruned_through'").fetchone()
+    if row and row[0]:  # an upgraded server: every tenant continues after the old global sequence
+        tenants = {r[0] for r in db.execute("SELECT DISTINCT tenant_id FROM events")}
+        tenants |= {r[0] for r in db.execute("SELECT DISTINCT tenant_id FROM runs")}
+        db.conn.executemany("INSERT INTO event_seqs (tenant_id, last, pruned_through) VALUES (?, ?, ?)",
+                            [(t, row[0], int(pruned[0]) if pruned else 0) for t in tenants])
+    db.execute("DROP TRIGGER events_approval_created")
+    db.execute("DROP TRIGGER events_approval_decided")
+    approval = ("json_object('approval_id', NEW.approval_id, 'run_id', NEW.trace_id, 'span_id', NEW.span_id, "
+                "'tool', NEW.tool, 'status', NEW.status, 'agent', NEW.agent, 'decided_by', NEW.decided_by, "
+                "'reason', NEW.reason)")
+    now_ns = "CAST((julianday('now') - 2440587.5) * 86400000000000 AS INTEGER)"
+    insert = (f"INSERT INTO events (tenant_id, seq, ts_ns, type, run_id, data) VALUES (NEW.tenant_id, "
+              f"(SELECT last FROM event_seqs WHERE tenant_id = NEW.tenant_id), {now_ns}, '{{type}}', NEW.trace_id, "
+              f"{approval})")
+    bump = _NEXT_EVENT_SEQ.format(tenant="NEW.tenant_id")
+    db.execute(f"""
+        CREATE TRIGGER events_approval_created AFTER INSERT ON approvals BEGIN
+            {bump};
+            {insert.format(type="approval.created")};
+        END""")
+    db.execute(f"""
+        CREATE TRIGGER events_approval_decided AFTER UPDATE OF status ON approvals
+        WHEN NEW.status IS NOT OLD.status BEGIN
+            {bump};
+            {insert.format(type="approval.decided")};
+        END""")

@@ -55,7 +55,7 @@ async def stream_events(
     elif from_seq is not None:
         after = from_seq - 1
     else:
-        after = await asyncio.to_thread(last_event_id, runtime.index)
+        after = await asyncio.to_thread(last_event_id, runtime.index, tenant)
     headers = {"Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
     return ServerSentEvent(_events(runtime, tenant, after), headers=headers)
 
@@ -65,7 +65,7 @@ async def _events(runtime: Runtime, tenant: str, after: int) -> AsyncIterator[Se
     gauge = runtime.metrics.stream_clients
     gauge.inc()
     try:
-        pruned = await asyncio.to_thread(pruned_through, runtime.index)
+        pruned = await asyncio.to_thread(pruned_through, runtime.index, tenant)
         if pruned and after < pruned:
             yield ServerSentEventMessage(event="stream.gap", data=orjson.dumps(
                 {"resumed_after": after, "pruned_through": pruned}).decode())

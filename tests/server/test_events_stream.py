@@ -178,6 +178,19 @@ def test_streams_are_per_tenant(server: LiveServer) -> None:
     assert ours.trace in default and theirs.trace not in default
 
 
+def test_event_ids_are_numbered_per_tenant(server: LiveServer) -> None:
+    """A tenant's ids run 1, 2, 3… whatever other tenants do: no gaps to read their activity from."""
+    send_otlp_json(server, [OtlpRun(start_ns=time.time_ns() - 3 * SECOND, agent=f"busy-{i}") for i in range(3)])
+    send_otlp_json(server, [OtlpRun(start_ns=time.time_ns() - 3 * SECOND, agent="quiet")],
+                   key=OTHER_TENANT_INGEST_KEY, wait=False)
+    send_otlp_json(server, [OtlpRun(start_ns=time.time_ns() - 3 * SECOND, agent="busy-again")])
+    wait_until(lambda: any(e.data and e.data.get("agent") == "quiet"
+                           for e in history(server, key=OTHER_TENANT_APPROVER_KEY)), 30, what="acme's run events")
+    for key in (OTHER_TENANT_APPROVER_KEY, VIEWER_KEY):
+        ids = [e.id for e in history(server, key=key) if e.id is not None]
+        assert ids == list(range(1, len(ids) + 1)), key
+
+
 def test_idle_stream_sends_heartbeats(server: LiveServer) -> None:
     stream = sse(server, read_s=5)
     started = time.monotonic()
