@@ -47,9 +47,8 @@ def apply_run_updates(index: RunIndex, batch: Batch, prices: PriceTable, *, chec
                 batch.transitions[(tenant, run["run_id"])] = (None, "running")
             _create_run(db, tenant, project, run, now)
         _insert_spans(db, batch)
-        touched = _touched_runs(batch)
-        for key in touched:
-            _update_run(db, key, batch, _Usage(prices, tallies), now)
+        for key, summaries in _touched_runs(batch).items():
+            _update_run(db, key, summaries, batch, _Usage(prices, tallies), now)
         for fin in batch.finished:
             before = _status(db, fin["tenant"], fin["run_id"])
             _finish(db, fin, now)
@@ -63,12 +62,13 @@ def apply_run_updates(index: RunIndex, batch: Batch, prices: PriceTable, *, chec
 
 def _create_run(db: Database, tenant: str, project: str, run: dict[str, Any], now: int) -> None:
     tags = run.get("tags") or {}
-    db.execute(
+    inserted = db.execute(
         "INSERT OR IGNORE INTO runs (tenant_id, project_id, run_id, trace_id, parent_run_id, name, started_ns, "
         "tags, service, agent, updated_ns) VALUES (?,?,?,?,?,?,?,?,?,?,?)",
         [tenant, project, run["run_id"], run.get("trace_id"), run.get("parent_run_id"), run.get("name"),
-         run["started_ns"], orjson.dumps(tags).decode(), tags.get("service.name"), run.get("agent"), now])
-    _write_facets(db, tenant, run["run_id"], run["started_ns"], (), (), tags)
+         run["started_ns"], orjson.dumps(tags).decode(), tags.get("service.name"), run.get("agent"), now]).rowcount
+    if inserted:  # an existing run keeps its row, and so its facets
+        _write_facets(db, tenant, run["run_id"], run["started_ns"], (), (), tags, replace=False)
 
 
 def _insert_spans(db: Database, batch: Batch) -> None:
@@ -81,27 +81,31 @@ def _insert_spans(db: Database, batch: Batch) -> None:
                         zip(*columns, strict=True))
 
 
-def _touched_runs(batch: Batch) -> list[tuple[str, str]]:
-    keys = dict.fromkeys((t, s["run_id"]) for t, _, s in batch.summaries)
-    keys.update(dict.fromkeys(batch.heads))
-    return list(keys)
+def _touched_runs(batch: Batch) -> dict[tuple[str, str], list[dict[str, Any]]]:
+    """Runs the batch has summaries or steps for, each with its summaries in batch order."""
+    touched: dict[tuple[str, str], list[dict[str, Any]]] = {}
+    for tenant, _, summary in batch.summaries:
+        touched.setdefault((tenant, summary["run_id"]), []).append(summary)
+    for key in batch.heads:
+        touched.setdefault(key, [])
+    return touched
 
 
-def _update_run(db: Database, key: tuple[str, str], batch: Batch, usage: _Usage, now: int) -> None:
+def _update_run(db: Database, key: tuple[str, str], summaries: list[dict[str, Any]], batch: Batch, usage: _Usage,
+                now: int) -> None:
     tenant, run_id = key
     loaded = _load(db, tenant, run_id)
     row = loaded or _new_row(tenant, batch.projects.get(key, ""), run_id, now)
-    head_before = row["head_hash"]
+    head_before, facets_before = row["head_hash"], _facets(loaded) if loaded else None
     # A run created earlier in this same batch keeps its "before" (None): it is new to the batch's readers.
     before = batch.transitions[key][0] if key in batch.transitions else (loaded["status"] if loaded else None)
-    for t, _, summary in batch.summaries:
-        if t == tenant and summary["run_id"] == run_id:
-            _merge_summary(row, summary)
+    for summary in summaries:
+        _merge_summary(row, summary)
     if key in batch.heads:
         row["head_hash"], row["step_count"] = batch.heads[key]
     _update_usage(db, row, key, head_before, batch, usage)
     row["updated_ns"] = now
-    _save(db, row)
+    _save(db, row, facets_before)
     batch.transitions[key] = (before, row["status"])
 
 
@@ -208,14 +212,26 @@ def _draft(r: UsageRow) -> StepDraft:
         tokens_reasoning=s["tokens_reasoning"], cost_usd=s["cost_usd"])
 
 
-def _save(db: Database, row: dict[str, Any]) -> None:
+_Facets = tuple[int, str, str, dict[str, Any]]  # started_ns, model_names JSON, tool_names JSON, tags
+
+
+def _facets(row: dict[str, Any]) -> _Facets:
+    """What a run's facet rows (run_models, run_tools, run_tags) are made of."""
+    return row["started_ns"], row.get("model_names") or "[]", row.get("tool_names") or "[]", row["tags"]
+
+
+def _save(db: Database, row: dict[str, Any], facets_before: _Facets | None) -> None:
+    """Write the run row, and its facet rows when what they are made of changed (None: a new run)."""
     record = {**row, "tags": orjson.dumps(row["tags"]).decode()}
     columns = [c for c in _run_columns(db) if c in record]
     db.execute(f"INSERT OR REPLACE INTO runs ({','.join(columns)}) VALUES ({','.join('?' * len(columns))})",
                [record[c] for c in columns])
-    models = orjson.loads(record.get("model_names") or "[]")
-    tools = orjson.loads(record.get("tool_names") or "[]")
-    _write_facets(db, row["tenant_id"], row["run_id"], row["started_ns"], models, tools, row["tags"])
+    facets = _facets(row)
+    if facets == facets_before:
+        return
+    started_ns, models, tools, tags = facets
+    _write_facets(db, row["tenant_id"], row["run_id"], started_ns, orjson.loads(models), orjson.loads(tools), tags,
+                  replace=facets_before is not None)
 
 
 _RUN_COLUMNS: list[str] = []
@@ -228,8 +244,9 @@ def _run_columns(db: Database) -> list[str]:
 
 
 def _write_facets(db: Database, tenant: str, run_id: str, started_ns: int, models: Iterable[str],
-                  tools: Iterable[str], tags: dict[str, Any]) -> None:
-    for table in ("run_models", "run_tools", "run_tags"):
+                  tools: Iterable[str], tags: dict[str, Any], *, replace: bool = True) -> None:
+    """The run's facet rows; ``replace=False`` for a run that has none yet (skips the deletes)."""
+    for table in ("run_models", "run_tools", "run_tags") if replace else ():
         db.execute(f"DELETE FROM {table} WHERE tenant_id = ? AND run_id = ?", [tenant, run_id])
     db.conn.executemany("INSERT OR IGNORE INTO run_models VALUES (?,?,?,?)",
                         [(tenant, run_id, m, started_ns) for m in models])

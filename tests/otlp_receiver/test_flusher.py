@@ -101,6 +101,22 @@ def stored(index: RunIndex, run_id: str) -> dict[str, Any]:
     return {k: orjson.loads(row[k]) if k in lists else row[k] for k in expected([])}
 
 
+def facets_match_the_row(index: RunIndex, run_id: str) -> bool:
+    """The run's facet rows (what list filters join on) say what its row says."""
+    row = index.get_run_row(TENANT, run_id)
+    assert row is not None
+
+    def values(table: str, column: str) -> list[Any]:
+        return sorted(r[column] for r in index.query(f"SELECT {column} FROM {table} WHERE tenant_id = ? AND run_id = ?",
+                                                     [TENANT, run_id]))
+
+    tags = {r["key"]: r["value"] for r in index.query("SELECT key, value FROM run_tags WHERE tenant_id = ? "
+                                                       "AND run_id = ?", [TENANT, run_id])}
+    return (values("run_models", "model"), values("run_tools", "tool"), tags) == (
+        sorted(orjson.loads(row["model_names"])), sorted(orjson.loads(row["tool_names"])),
+        {k: str(v) for k, v in orjson.loads(row["tags"]).items()})
+
+
 @st.composite
 def deliveries(draw: st.DrawFn) -> tuple[list[list[Span]], list[int]]:
     """The agent trace's spans in a random order (some sent twice), in batches; flusher restarts between some."""
@@ -129,6 +145,7 @@ def test_stored_totals_equal_the_full_recount_for_any_arrival_order(delivery: tu
             s.send(batch)
             received += batch
             assert stored(s.index, batch[0].trace_id) == expected(received)
+            assert facets_match_the_row(s.index, batch[0].trace_id)
 
 
 def test_a_long_run_over_many_batches_is_not_reread_from_the_span_index() -> None:
