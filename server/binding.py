@@ -63,8 +63,11 @@ class Execution:
 class ActivePolicyLike(Protocol):
     """What the binder needs of a project's active policy."""
 
-    policy: Policy
-    version: int
+    @property
+    def policy(self) -> Policy: ...
+
+    @property
+    def version(self) -> int: ...
 
 
 class Binder:
@@ -203,7 +206,7 @@ def execution_trace_id(span: OtelSpan, token: str | None) -> str:
         claimed = jwt.decode(token, options={"verify_signature": False}).get("trace_id")
     except jwt.PyJWTError:
         return span.trace_id
-    return claimed if any(link.trace_id == claimed for link in span.links) else span.trace_id
+    return str(claimed) if any(link.trace_id == claimed for link in span.links) else span.trace_id
 
 
 def violation_step(ex: Execution, record: store.BindingRecord) -> StepDraft:
