@@ -62,6 +62,8 @@ class Aligned(NamedTuple):
 
 
 Op: TypeAlias = tuple[Node | None, Node | None, bool]
+_new_tuple = tuple.__new__
+"""Builds an :class:`Aligned` without its Python-level ``__new__`` (one per step)."""
 
 
 def build_forest(nodes: Sequence[Node]) -> list[Node]:
@@ -131,7 +133,7 @@ def align_forests(roots_a: list[Node], roots_b: list[Node]) -> list[Aligned]:
     stack = [(op, 0) for op in reversed(align_siblings(roots_a, roots_b))]
     while stack:
         (a, b, moved), depth = stack.pop()
-        out.append(Aligned(a, b, moved, depth))
+        out.append(_new_tuple(Aligned, (a, b, moved, depth)))
         if (a is not None and a.children) or (b is not None and b.children):
             children = align_siblings(a.children if a else [], b.children if b else [])
             stack.extend((op, depth + 1) for op in reversed(children))

@@ -35,6 +35,8 @@ from diff.result import (
 from otlp_receiver.errors import NotFoundError, UnprocessableError
 from otlp_receiver.model import Run, Step, StepType
 
+_new_tuple = tuple.__new__
+"""Builds a :class:`StepPair` without its Python-level ``__new__`` (one per aligned row)."""
 _PAIR_WEIGHT = {PairStatus.EQUAL: 1.0, PairStatus.MOVED: 0.75, PairStatus.CHANGED: 0.5}
 """How much a pair counts towards the similarity score (a moved pair with changes counts 0.5)."""
 
@@ -140,13 +142,14 @@ def _pair(row: Aligned, side_a: _Side, side_b: _Side, normalizer: Normalizer) ->
     ref_a = StepRef.from_step(side_a.steps[a.index]) if a else None
     ref_b = StepRef.from_step(side_b.steps[b.index]) if b else None
     if a is None or b is None:
-        return StepPair(PairStatus.REMOVED if b is None else PairStatus.ADDED, ref_a, ref_b, (), row.depth)
+        status = PairStatus.REMOVED if b is None else PairStatus.ADDED
+        return _new_tuple(StepPair, (status, ref_a, ref_b, (), row.depth))
     changes: tuple[FieldChange, ...] = ()
     if a.digest != b.digest:
         old, new = normalizer.content(side_a.steps[a.index]), normalizer.content(side_b.steps[b.index])
         changes = _changes(old, new, a.digest < b.digest, normalizer.profile)
     status = PairStatus.MOVED if row.moved else PairStatus.CHANGED if changes else PairStatus.EQUAL
-    return StepPair(status, ref_a, ref_b, changes, row.depth)
+    return _new_tuple(StepPair, (status, ref_a, ref_b, changes, row.depth))
 
 
 def _changes(

@@ -112,6 +112,7 @@ class Normalizer:
         self._heads: dict[tuple[Any, ...], dict[str, Any]] = {}
         self._rest = tuple(name for name, _ in plan if name in _STEP_FIELDS and name not in _HEAD_FIELDS)
         self._read_rest = attrgetter(*self._rest, "name")
+        self._no_rest = (None,) * len(self._rest)
         self._payload_state = self._states.get("payload")
         self._redaction_state = self._states.get("redaction")
         self._special = [  # step_id and duration_ns: only profiles that keep ids and times read them
@@ -133,11 +134,14 @@ class Normalizer:
             out = self._head_content(head)
         except TypeError:  # an unhashable value where the model says str
             out = self._head_content(head)
-        states = self._states
-        for name, value in zip(self._rest, self._read_rest(draft), strict=False):
-            if value is not None:
-                kind = type(value)
-                out[name] = value if kind is int or kind is float else self._field(value, states[name])
+        rest = self._read_rest(draft)
+        if rest[:-1] != self._no_rest:  # tokens, cost, ids, times: all unset on most steps
+            for name, value in zip(self._rest, rest, strict=False):
+                if value is not None:
+                    kind = type(value)
+                    out[name] = (
+                        value if kind is int or kind is float else self._field(value, self._states[name])
+                    )
         if self._payload_state is not None and draft.payload:
             out["payload"] = self._walk(draft.payload, self._payload_state)
         if self._redaction_state is not None and draft.redaction_meta.paths:
@@ -261,7 +265,7 @@ def _replace_placeholders(text: str) -> str:
     """
     whole = _PLACEHOLDER_RE.match(text)
     if whole is not None and whole.end() == len(text):
-        return _placeholder(whole)
+        return "<uuid>" if whole.lastgroup == "uuid" else "<datetime>"
     hint = _PLACEHOLDER_HINT.search(text)
     if hint is None:
         return text
