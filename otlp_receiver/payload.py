@@ -246,6 +246,19 @@ def _json_mapping(attrs: Attributes, skip: frozenset[str] = frozenset()) -> dict
             for key, value in attrs.items() if key not in skip}
 
 
+_last_resource: tuple[Attributes | None, dict[str, Any]] = (None, {})
+
+
+def _json_resource(resource: Attributes) -> dict[str, Any]:
+    """``_json_mapping(resource)``, shared by consecutive spans of one resource (decode gives them one dict)."""
+    global _last_resource
+    cached, found = _last_resource  # one tuple read: safe when threads interleave
+    if cached is not resource:
+        found = _json_mapping(resource)
+        _last_resource = (resource, found)
+    return found
+
+
 def _status(span: Span) -> dict[str, Any] | None:
     if not span.status_code and not span.status_message:
         return None
@@ -260,25 +273,33 @@ def _is_empty(value: Any) -> bool:
 
 
 def build_payload(span: Span, step_type: StepType, profile: KeyProfile | None = None) -> dict[str, Any]:
-    """The step payload of a span already classified as ``step_type`` (``profile``: of its attribute keys)."""
+    """The step payload of a span already classified as ``step_type`` (``profile``: of its attribute keys).
+
+    Keys with empty values are left out. The ``resource`` dict may be shared with other payloads: like
+    the rest of a payload, it is never changed once built.
+    """
     profile = profile or key_profile(span.attributes)
     is_tool = step_type is StepType.TOOL
     step_input, used_in = _first_resolved(TOOL_INPUT if is_tool else MODEL_INPUT, span, profile)
     step_output, used_out = _first_resolved(TOOL_OUTPUT if is_tool else MODEL_OUTPUT, span, profile)
-    payload = {
-        "input": step_input,
-        "output": step_output,
-        "attributes": _json_mapping(span.attributes, used_in | used_out),
-        "events": [
-            {"name": event.name, "time_ns": event.time_ns, "attributes": _json_mapping(event.attributes)}
-            for event in span.events
-        ],
-        "links": [
-            {"trace_id": link.trace_id, "span_id": link.span_id, "attributes": _json_mapping(link.attributes)}
-            for link in span.links
-        ],
-        "status": _status(span),
-        "kind": to_json_value(span.kind),
-        "resource": _json_mapping(span.resource),
-    }
-    return {key: value for key, value in payload.items() if not _is_empty(value)}
+    payload: dict[str, Any] = {}
+    if not _is_empty(step_input):
+        payload["input"] = step_input
+    if not _is_empty(step_output):
+        payload["output"] = step_output
+    if attributes := _json_mapping(span.attributes, used_in | used_out):
+        payload["attributes"] = attributes
+    if span.events:
+        payload["events"] = [{"name": event.name, "time_ns": event.time_ns,
+                              "attributes": _json_mapping(event.attributes)} for event in span.events]
+    if span.links:
+        payload["links"] = [{"trace_id": link.trace_id, "span_id": link.span_id,
+                             "attributes": _json_mapping(link.attributes)} for link in span.links]
+    if status := _status(span):
+        payload["status"] = status
+    kind = to_json_value(span.kind)
+    if not _is_empty(kind):
+        payload["kind"] = kind
+    if resource := _json_resource(span.resource):
+        payload["resource"] = resource
+    return payload
