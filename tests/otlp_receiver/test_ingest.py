@@ -38,3 +38,11 @@ def test_benchmark_spans_map_the_same_both_ways() -> None:
 def test_random_spans_map_the_same_both_ways(attrs: dict[str, Any], status: int, exception: bool) -> None:
     events = (make_event(name="exception", attributes={"exception.type": "ValueError"}),) if exception else ()
     _assert_same(make_span(attributes=attrs, status_code=status, events=events))
+
+
+def test_payload_resources_follow_each_spans_resource() -> None:
+    first, second = {"service.name": "a", "n": 1}, {"service.name": "b", "n": float("inf")}
+    for resource in (first, first, second, first, {}, second):
+        payload = map_span(make_span(resource=resource)).payload
+        expected = {k: v if v != float("inf") else "inf" for k, v in resource.items()}
+        assert payload.get("resource", {}) == expected
