@@ -340,6 +340,10 @@ class TallyCache:
         self._entries: OrderedDict[Hashable, tuple[str, UsageTally, int]] = OrderedDict()
         self._spans = 0
 
+    def __len__(self) -> int:
+        """Tallies held."""
+        return len(self._entries)
+
     def take(self, key: Hashable, head_hash: str) -> UsageTally | None:
         """Remove and return the tally of ``key`` if it was put with ``head_hash``."""
         entry = self._entries.pop(key, None)

@@ -3,7 +3,7 @@
 Runs update incrementally as spans of a trace arrive in any order and many batches:
 summaries merge (earliest start, latest end, first non-empty name/service/agent...), the
 root's end sets the final status, and usage totals follow the §6.3 counting rules: a run's
-``UsageTally`` (kept in a ``TallyCache`` between batches) folds in the batch's spans; without a
+``UsageTally`` (kept in a ``TallyCache`` between batches while it runs) folds in the batch's spans; without a
 current tally (a restart, an eviction) they are recounted from the span index when the batch
 can change them.
 """
@@ -183,7 +183,8 @@ def _update_usage(db: Database, row: dict[str, Any], key: tuple[str, str], head_
         _set_usage(row, total_usage([_draft(r) for r in _span_rows(db, row)], usage.prices))
         return
     _set_usage(row, tally.totals())
-    usage.tallies.put(key, row["head_hash"], tally)
+    if row["status"] == RunStatus.RUNNING:  # a finished run rarely gets more spans: no memory for it
+        usage.tallies.put(key, row["head_hash"], tally)
 
 
 def _span_rows(db: Database, row: dict[str, Any]) -> list[UsageRow]:

@@ -151,12 +151,13 @@ def test_stored_totals_equal_the_full_recount_for_any_arrival_order(delivery: tu
 def test_a_long_run_over_many_batches_is_not_reread_from_the_span_index() -> None:
     queries: list[str] = []
     with stores() as s:
-        spans = agent_trace()
+        root, *spans = agent_trace()
+        spans.append(root)  # as OTel exports them: the root ends, and is sent, last
         s.send(spans[:4])
         s.index.writer.conn.set_trace_callback(queries.append)
         for start in range(4, len(spans), 3):
             s.send(spans[start:start + 3])
-        assert stored(s.index, spans[0].trace_id) == expected(spans)
+        assert stored(s.index, root.trace_id) == expected(spans)
     assert not [q for q in queries if q.startswith("SELECT") and "FROM spans" in q]
 
 
@@ -190,3 +191,14 @@ def test_a_failed_transaction_leaves_no_stale_tally() -> None:
         assert stored(s.index, spans[0].trace_id) == expected(spans[:9])
         s.send(spans[9:])
         assert stored(s.index, spans[0].trace_id) == expected(spans)
+
+
+def test_a_finished_run_keeps_no_tally_and_a_late_span_is_still_counted() -> None:
+    with stores() as s:
+        spans = agent_trace()
+        root, late = spans[0], spans[2]
+        s.send([span for span in spans if span is not late])
+        assert s.index.get_run_row(TENANT, root.trace_id)["status"] == "succeeded"
+        assert len(s.flusher.tallies) == 0
+        s.send([late])
+        assert stored(s.index, root.trace_id) == expected([span for span in spans if span is not late] + [late])
