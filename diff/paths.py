@@ -101,6 +101,16 @@ class PathAutomaton:
             following = moves[key] = self._advance(state, key)
         return following
 
+    def copy(self) -> PathAutomaton:
+        """An independent automaton that starts with the transitions learnt so far."""
+        clone = PathAutomaton.__new__(PathAutomaton)
+        clone._patterns = self._patterns
+        clone._ids = dict(self._ids)
+        clone._sets = list(self._sets)
+        clone._moves = [dict(moves) for moves in self._moves]
+        clone.start = self.start
+        return clone
+
     def moves(self, state: int) -> dict[str | int, int]:
         """The transitions out of ``state`` found so far (read-only; :meth:`step` adds the others)."""
         return self._moves[state]

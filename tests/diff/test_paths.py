@@ -66,3 +66,13 @@ def test_index_selectors_do_not_match_string_keys() -> None:
 
 def test_no_patterns_start_idle() -> None:
     assert PathAutomaton([]).start == IDLE
+
+
+def test_a_copy_learns_on_its_own() -> None:
+    template = PathAutomaton([compile_path(p) for p in ("$.a.b", "$..secret")])
+    after_a = template.step(template.start, "a")
+    copy = template.copy()
+    assert copy.step(copy.start, "a") == after_a
+    assert _walk(copy, "x", "y", "secret") == DROP
+    assert "x" not in template.moves(template.start)
+    assert _walk(template, "a", "b") == _walk(copy, "a", "b") == DROP
