@@ -30,7 +30,7 @@ from otlp_receiver.ingest import Sequencer
 from otlp_receiver.model import StepType, make_step_id
 from otlp_receiver.pricing import PriceTable
 from otlp_receiver.store.index import RunIndex
-from otlp_receiver.store.runs import apply_run_updates
+from otlp_receiver.store.runs import apply_run_updates, stored_heads
 from otlp_receiver.store.steps import StepTable
 from otlp_receiver.usage_tally import TallyCache, UsageRow
 from otlp_receiver.wal import WriteAheadLog
@@ -51,6 +51,7 @@ class Batch:
     created: list[tuple[str, str, dict[str, Any]]] = field(default_factory=list)
     finished: list[dict[str, Any]] = field(default_factory=list)
     heads: dict[tuple[str, str], tuple[str, int]] = field(default_factory=dict)  # (tenant, run) → (hash, next seq)
+    heads_before: dict[tuple[str, str], str] = field(default_factory=dict)  # (tenant, run) → head hash before
     usage_changed: set[tuple[str, str]] = field(default_factory=set)  # runs whose usage totals need recomputing
     new_spans: dict[tuple[str, str], tuple[int, list[str]]] = field(default_factory=dict)  # run → (first seq, ids)
     usage_rows: dict[tuple[str, str], list[UsageRow]] = field(default_factory=dict)  # run → its new spans' usage
@@ -204,6 +205,7 @@ class Flusher:
         tenant, project, received_ns = record["tenant"], record["project"], record["received_ns"]
         for summary in record["runs"].values():
             batch.summaries.append((tenant, project, summary))
+        self._fetch_heads(batch, tenant, record["items"])
         for item in record["items"]:
             batch.projects[(tenant, item[0])] = project
             f = self._step_row(batch, tenant, project, item, received_ns)
@@ -230,14 +232,18 @@ class Flusher:
                  payload_hash=p_hash, prev_hash=prev, chain_hash=c_hash, schema_version=1, ingested_ns=received_ns)
         return f
 
+    def _fetch_heads(self, batch: Batch, tenant: str, items: list[list[Any]]) -> None:
+        """Where the chains of this record's runs stand before the batch (one query for the new ones)."""
+        missing = [run_id for run_id in dict.fromkeys(item[0] for item in items)
+                   if (tenant, run_id) not in batch.heads and (tenant, run_id) not in batch.heads_before]
+        if missing:
+            stored = stored_heads(self.index, tenant, missing)
+            for run_id in missing:
+                batch.heads_before[(tenant, run_id)] = stored.get(run_id) or genesis_hash(tenant, run_id)
+
     def _head(self, batch: Batch, key: tuple[str, str]) -> str:
         head = batch.heads.get(key)
-        if head is not None:
-            return head[0]
-        row = self.index.get_run_row(*key)
-        if row and row["head_hash"]:
-            return str(row["head_hash"])
-        return genesis_hash(*key)
+        return head[0] if head is not None else batch.heads_before[key]
 
 
 def _note_usage(batch: Batch, key: tuple[str, str], seq: int, f: dict[str, Any]) -> None:

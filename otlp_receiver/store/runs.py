@@ -60,6 +60,17 @@ def apply_run_updates(index: RunIndex, batch: Batch, prices: PriceTable, *, chec
         db.execute("INSERT OR REPLACE INTO meta (key, value) VALUES (?, ?)", [checkpoint_key, str(batch.end)])
 
 
+def stored_heads(index: RunIndex, tenant: str, run_ids: Sequence[str]) -> dict[str, str]:
+    """The head hash of each of these runs that is stored ("" for a run without steps yet)."""
+    heads: dict[str, str] = {}
+    for start in range(0, len(run_ids), 500):
+        chunk = run_ids[start:start + 500]
+        rows = index.query(f"SELECT run_id, head_hash FROM runs WHERE tenant_id = ? AND run_id IN "
+                           f"({','.join('?' * len(chunk))})", [tenant, *chunk])
+        heads.update((row["run_id"], row["head_hash"]) for row in rows)
+    return heads
+
+
 def _create_run(db: Database, tenant: str, project: str, run: dict[str, Any], now: int) -> None:
     tags = run.get("tags") or {}
     inserted = db.execute(

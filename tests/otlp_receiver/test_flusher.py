@@ -15,11 +15,13 @@ from pathlib import Path
 from typing import Any
 
 import orjson
+import polars as pl
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from sqlite_utils import Database
 
+from otlp_receiver.chain import verify_chain
 from otlp_receiver.flusher import Batch, Flusher
 from otlp_receiver.ingest import IngestPipeline, Sequencer
 from otlp_receiver.mapping import map_span
@@ -202,3 +204,19 @@ def test_a_finished_run_keeps_no_tally_and_a_late_span_is_still_counted() -> Non
         assert len(s.flusher.tallies) == 0
         s.send([late])
         assert stored(s.index, root.trace_id) == expected([span for span in spans if span is not late] + [late])
+
+
+def test_chains_continue_across_batches_and_restarts() -> None:
+    with stores() as s:
+        spans = agent_trace() + agent_trace()
+        for start in range(0, len(spans), 5):
+            if start == 10:
+                s.restart_flusher()
+            s.send(spans[start:start + 5])
+        for run_id in {span.trace_id for span in spans}:
+            row = s.index.get_run_row(TENANT, run_id)
+            assert row is not None
+            steps = s.flusher.steps.scan(TENANT).filter(pl.col("run_id") == run_id).sort("seq").collect()
+            verdict = verify_chain(TENANT, run_id, steps.to_dicts(), expected_head=row["head_hash"],
+                                   expected_count=row["step_count"])
+            assert verdict.ok and verdict.steps_checked == 14
