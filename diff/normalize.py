@@ -95,7 +95,7 @@ class Normalizer:
         self._dropped: set[Any] = set(rules.dropped)
         self._texts: dict[str, str | _Parsed] = {}
         self._text = _text_normalizer(profile, self._subs, self._texts)
-        self._plain = _plain_walker(
+        self._plain, self._plain_dict = _plain_walker(
             self._kept, self._is_dropped_key, self._texts, self._text, _markers(profile)
         )
         self._states = dict(rules.plan)
@@ -190,7 +190,7 @@ class Normalizer:
             if following is None:
                 following = self._paths.step(state, key)
             if following == IDLE:
-                out[key] = self._plain(item)
+                out[key] = self._plain_dict(item) if type(item) is dict else self._plain(item)
             elif following != DROP:
                 out[key] = self._walk(item, following)
         return out
@@ -341,8 +341,10 @@ def _plain_walker(
     texts: dict[str, str | _Parsed],
     normalize_text: Callable[[str], str | _Parsed],
     markers: tuple[str, str] | None,
-) -> Callable[[Any], Any]:
+) -> tuple[Callable[[Any], Any], Callable[[Mapping[Any, Any]], dict[Any, Any]]]:
     """The walk below the last ignore pattern: drops keys, normalizes text, copies the rest.
+
+    Returns the walk of any value, and the walk of a dict (for callers that know they hold one).
 
     This is where a diff spends most of its time, so it is a closure (locals, not attribute
     lookups) handling leaves inline: about twice as fast as the same walk written as methods. A
@@ -404,7 +406,7 @@ def _plain_walker(
             return value if quick and mark_a not in value and mark_b not in value else text(value)
         return value.hex() if kind is bytes else value
 
-    return plain
+    return plain, plain_dict
 
 
 def _fold(text: str, profile: Profile) -> str:
