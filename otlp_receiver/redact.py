@@ -233,9 +233,25 @@ class Redactor:
         return self.is_text_dirty("\n".join(parts))
 
     def _collect_map(self, mapping: Mapping[Any, Any], parts: list[str], depth: int) -> bool:
-        """Gather a map's strings into ``parts``; True if a key rule would mask something (or a value needs
-        the exact pass). Keys are judged per key shape: usually no key of the map has a rule at all."""
-        if any(_is_maskable(mapping[key]) for key in self._ruled_keys(mapping)):
+        """Gather a map's strings into ``parts``; True as soon as a key rule would mask something."""
+        if depth == 0:
+            return self._collect_top_map(mapping, parts)
+        key_rule = self.key_rule
+        for key, value in mapping.items():
+            if key_rule(key) is not None and _is_maskable(value):
+                return True
+            if type(value) is str:
+                if self._collect_str(value, parts, depth):
+                    return True
+            elif type(value) not in _SCALARS and self._collect_value(value, parts, depth + 1):
+                return True
+        return False
+
+    def _collect_top_map(self, mapping: Mapping[Any, Any], parts: list[str]) -> bool:
+        """:meth:`_collect_map` of attributes (top level): keys are judged once per key shape, since usually
+        no key has a rule at all, and strings are gathered without a call each."""
+        ruled = self._ruled_keys(mapping)
+        if ruled and any(_is_maskable(mapping[key]) for key in ruled):
             return True
         raw_ok = self.policy.raw_json_ok
         for value in mapping.values():
@@ -243,9 +259,9 @@ class Redactor:
             if kind is str:
                 if raw_ok:
                     parts.append(value)  # what _collect_str does when raw JSON may be scanned as is
-                elif self._collect_str(value, parts, depth):
+                elif self._collect_str(value, parts, 0):
                     return True
-            elif kind not in _SCALARS and self._collect_value(value, parts, depth + 1):
+            elif kind not in _SCALARS and self._collect_value(value, parts, 1):
                 return True
         return False
 
