@@ -19,13 +19,12 @@ key and cached); only a span with a possible hit takes the exact, slower rewrite
 redact is returned as the same object.
 
 Pure: no I/O and no logging of values. Imports the standard library, orjson, google-re2 (through
-``redact_rules``) and the model.
+``redact_rules``), its text helpers (``redact_text``) and the model.
 """
 
 from __future__ import annotations
 
 import dataclasses
-import hmac
 import re
 from collections.abc import Mapping
 from typing import Any, Final
@@ -39,7 +38,25 @@ from otlp_receiver.redact_rules import (
     VALIDATORS,
     RedactionPolicy,
     RedactionRule,
-    ValueMatcher,
+)
+from otlp_receiver.redact_text import (
+    INDEX,
+    MEMBER,
+    TOP,
+    Path,
+    decode_utf8,
+    find_matches,
+    fingerprint,
+    fingerprint_bytes,
+    is_already_masked,
+    is_upstream_redacted,
+    leaves_text,
+    looks_like_json,
+    merge_matches,
+    parse_json,
+    protected_regions,
+    render_path,
+    utf8_or_none,
 )
 
 __all__ = ["DEFAULT_RULES", "VALIDATORS", "RedactionPolicy", "RedactionRule", "Redactor", "fingerprint",
@@ -55,44 +72,9 @@ _SHAPE_CACHE_MAX: Final = 4096
 _SHAPE_MAX_KEYS: Final = 64
 _NO_MATCH: Final = (-1, -1)
 _SCALARS: Final = (int, float, bool, type(None))
-_MARKER = re.compile(rb"\[REDACTED:[A-Za-z0-9_.-]{1,64}:[0-9a-f]{16}\]")
-_UPSTREAM_MASK = re.compile(rb"\*{4,}")
-_MASK_TEXT = re.compile(r"\[REDACTED:[A-Za-z0-9_.-]{1,64}:[0-9a-f]{16}\]|\*{4,}")
-_SCHEME_WORD = re.compile(r"(?i)\b(?:bearer|basic|token|digest)\b")
 _HEX_DIGEST = re.compile(r"[0-9a-f]{32}|[0-9a-f]{40}|[0-9a-f]{64}|[0-9a-f]{128}")
-_IDENTIFIER = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 _DEPTH_RULE: Final = RedactionRule("limit.depth", "nested too deeply to inspect", "value", "(depth limit)")
 _FINGERPRINT_KEY_MIN_BYTES: Final = 16
-
-
-def fingerprint(key: bytes, value: str) -> str:
-    """First 16 hex digits of HMAC-SHA256(key, value): a keyed, non-reversible id of a secret."""
-    return _fingerprint_bytes(key, value.encode("utf-8", "surrogatepass"))
-
-
-def _fingerprint_bytes(key: bytes, raw: bytes) -> str:
-    """:func:`fingerprint` of raw bytes."""
-    return hmac.digest(key, raw, "sha256").hex()[:16]
-
-
-def is_upstream_redacted(span: Span) -> bool:
-    """True when the Collector's redaction processor masked or hashed values of this span (reference §8)."""
-    for attributes in (span.attributes, span.resource):
-        count = attributes.get("redaction.masked.count")
-        if isinstance(count, int | str) and str(count).strip().isdigit() and int(count) > 0:
-            return True
-    return False
-
-
-def _is_already_masked(text: str) -> bool:
-    """The value was redacted before: nothing but our markers / ``****`` masks (and an auth scheme word).
-
-    A value that merely *contains* a mask next to other content (``hunter****2``) is not trusted.
-    """
-    if "[REDACTED:" not in text and "****" not in text:
-        return False
-    residue = _SCHEME_WORD.sub("", _MASK_TEXT.sub("", text))
-    return sum(ch.isalnum() for ch in residue) < 4
 
 
 def _is_maskable(value: Any, depth: int = 0) -> bool:
@@ -100,7 +82,7 @@ def _is_maskable(value: Any, depth: int = 0) -> bool:
     if value is None or isinstance(value, bool):
         return False
     if isinstance(value, str):
-        return bool(value) and not _is_already_masked(value)
+        return bool(value) and not is_already_masked(value)
     if depth > MAX_DEPTH:
         return True
     if isinstance(value, list | tuple):
@@ -108,73 +90,6 @@ def _is_maskable(value: Any, depth: int = 0) -> bool:
     if isinstance(value, Mapping):
         return any(_is_maskable(item, depth + 1) for item in value.values())
     return True
-
-
-def _leaves_text(value: Any, limit: int = 10_000) -> bytes:
-    """A stable, recursion-free text of a nested value's leaves (fingerprint input for over-deep values)."""
-    stack, out = [value], []
-    while stack and len(out) < limit:
-        item = stack.pop()
-        if isinstance(item, Mapping):
-            stack.extend(reversed([*item.keys(), *item.values()]))
-        elif isinstance(item, list | tuple):
-            stack.extend(reversed(item))
-        else:
-            out.append(str(item))
-    return "\x1f".join(out).encode("utf-8", "surrogatepass")
-
-
-def _decode(data: bytes) -> str:
-    """UTF-8 bytes back to text (lone surrogates pass through; never raises)."""
-    try:
-        return data.decode("utf-8", "surrogatepass")
-    except UnicodeDecodeError:
-        return data.decode("utf-8", "replace")
-
-
-def _looks_like_json(text: str) -> bool:
-    """Starts like a JSON object or array (after whitespace)."""
-    first = text[:1]
-    if first in ("{", "["):
-        return True
-    return first.isspace() and text.lstrip()[:1] in ("{", "[")
-
-
-def _parse_json(text: str) -> Any | None:
-    """The parsed object or array, or None if ``text`` is not valid JSON (e.g. truncated)."""
-    try:
-        parsed = orjson.loads(text)
-    except (orjson.JSONDecodeError, ValueError):
-        return None
-    return parsed if isinstance(parsed, dict | list) else None
-
-
-Path = str | tuple[Any, Any, int]
-"""A JSONPath, built lazily: a root string, or (parent, key or index, _TOP | _MEMBER | _INDEX)."""
-_TOP, _MEMBER, _INDEX = 0, 1, 2
-
-
-def render_path(path: Path) -> str:
-    """JSONPath text: ``$.attributes['k']`` at the top, then ``.k``, ``['k']`` or ``[i]`` inside values."""
-    if isinstance(path, str):
-        return path
-    parent, key, kind = path
-    base = render_path(parent)
-    if kind == _INDEX:
-        return f"{base}[{key}]"
-    text = str(key)
-    if kind == _MEMBER and _IDENTIFIER.fullmatch(text):
-        return f"{base}.{text}"
-    return base + "['" + text.replace("\\", "\\\\").replace("'", "\\'") + "']"
-
-
-def _protected_regions(data: bytes) -> list[tuple[int, int]]:
-    """Byte spans of existing markers and ``****`` masks, which must not be redacted again."""
-    if b"[REDACTED:" not in data and b"****" not in data:
-        return []
-    found = [m.span() for m in _MARKER.finditer(data)]
-    found.extend(m.span() for m in _UPSTREAM_MASK.finditer(data))
-    return found
 
 
 class Redactor:
@@ -279,8 +194,8 @@ class Redactor:
 
     def _collect_str(self, text: str, parts: list[str], depth: int) -> bool:
         """Add a string (raw JSON is scanned as is when the policy allows, else parsed first)."""
-        if not self.policy.raw_json_ok and _looks_like_json(text):
-            parsed = _parse_json(text)
+        if not self.policy.raw_json_ok and looks_like_json(text):
+            parsed = parse_json(text)
             if parsed is not None:
                 return self._collect_value(parsed, parts, depth + 1)
         parts.append(text)
@@ -298,7 +213,7 @@ class Redactor:
         if isinstance(value, list | tuple):
             return any(self._collect_value(item, parts, depth + 1) for item in value)
         if isinstance(value, bytes | bytearray):
-            text = _utf8_or_none(value)
+            text = utf8_or_none(value)
             if text is not None:
                 parts.append(text)
         return False
@@ -325,7 +240,7 @@ class Redactor:
         """A JSON key as written (escapes undecoded) is covered by a key rule; escaped keys count as yes."""
         if b"\\" in raw:
             return True
-        return self.key_rule(_decode(raw)) is not None
+        return self.key_rule(decode_utf8(raw)) is not None
 
     def key_rule(self, key: Any) -> RedactionRule | None:
         """The key rule covering ``key`` (cached per distinct key)."""
@@ -347,15 +262,7 @@ class Redactor:
 
     def marker(self, rule: RedactionRule, raw: bytes) -> str:
         """``[REDACTED:<rule_id>:<fingerprint>]`` for a raw value."""
-        return f"[REDACTED:{rule.rule_id}:{_fingerprint_bytes(self._fingerprint_key, raw)}]"
-
-
-def _utf8_or_none(value: bytes | bytearray) -> str | None:
-    """Bytes as text when they are valid UTF-8 (binary values are not searched)."""
-    try:
-        return bytes(value).decode("utf-8")
-    except UnicodeDecodeError:
-        return None
+        return f"[REDACTED:{rule.rule_id}:{fingerprint_bytes(self._fingerprint_key, raw)}]"
 
 
 class _Rewrite:
@@ -416,7 +323,7 @@ class _Rewrite:
         """A map with key rules applied to its members and value rules inside (same object if unchanged)."""
         items: list[tuple[Any, Any]] = []
         changed = False
-        kind = _TOP if top else _MEMBER
+        kind = TOP if top else MEMBER
         clean, key_rule = self.redactor.clean_strings, self.redactor.key_rule
         for key, value in mapping.items():
             path: Path = (base, key, kind)
@@ -460,7 +367,7 @@ class _Rewrite:
         if kind is list or kind is tuple or isinstance(value, list | tuple):
             return self.sequence(value, path, depth + 1)
         if isinstance(value, bytes | bytearray):
-            text = _utf8_or_none(value)
+            text = utf8_or_none(value)
             if text is not None:
                 redacted = self.text(text, path, depth)
                 return value if redacted is text else redacted.encode("utf-8")
@@ -473,7 +380,7 @@ class _Rewrite:
         for i, item in enumerate(items):
             if type(item) in _SCALARS or (type(item) is str and item in clean):
                 continue
-            new = self.value(item, (path, i, _INDEX), depth)
+            new = self.value(item, (path, i, INDEX), depth)
             if new is not item:
                 if copy is None:
                     copy = list(items)
@@ -485,7 +392,7 @@ class _Rewrite:
     def too_deep(self, value: Any, path: Path) -> Any:
         """A value nested past MAX_DEPTH: masked whole (it cannot be inspected safely)."""
         if isinstance(value, Mapping | list | tuple):
-            raw = _leaves_text(value)
+            raw = leaves_text(value)
         elif isinstance(value, str):
             raw = value.encode("utf-8", "surrogatepass")
         else:
@@ -502,7 +409,7 @@ class _Rewrite:
                 return value
             return self.redactor.marker(rule, value.encode("utf-8", "surrogatepass"))
         if depth > MAX_DEPTH:
-            return self.redactor.marker(rule, _leaves_text(value))
+            return self.redactor.marker(rule, leaves_text(value))
         if isinstance(value, list | tuple):
             new = [self.mask_whole(item, rule, depth + 1) for item in value]
             if all(a is b for a, b in zip(new, value, strict=True)):
@@ -517,17 +424,17 @@ class _Rewrite:
 
     def is_masked(self, text: str) -> bool:
         """Already redacted: our marker, a ``****`` mask, or an upstream hex digest (on hashed spans)."""
-        return _is_already_masked(text) or (self.upstream and _HEX_DIGEST.fullmatch(text) is not None)
+        return is_already_masked(text) or (self.upstream and _HEX_DIGEST.fullmatch(text) is not None)
 
     # -- text --------------------------------------------------------------------------------------------
     def text(self, text: str, path: Path, depth: int) -> str:
         """A string with value rules applied (inside it, when it holds JSON)."""
         if not text:
             return text
-        if _looks_like_json(text):
+        if looks_like_json(text):
             if self.policy.raw_json_ok and not self.redactor.is_text_dirty(text):
                 return text
-            parsed = _parse_json(text)
+            parsed = parse_json(text)
             if parsed is not None:
                 new = self.value(parsed, path, depth + 1)
                 return text if new is parsed else orjson.dumps(new).decode("utf-8")
@@ -543,7 +450,7 @@ class _Rewrite:
         quick = self.policy.detect if raw else self.policy.leaf
         found = None
         if quick is not None and quick.Match(UNANCHORED, data, 0, len(data))[0] != _NO_MATCH:
-            found = _merge(self.find(data, raw=raw))
+            found = merge_matches(self.find(data, raw=raw))
         if not found:
             if cacheable:
                 self.redactor.remember_clean(text)
@@ -555,53 +462,20 @@ class _Rewrite:
             last = end
         pieces.append(data[last:])
         self.record(path, [rule for _, _, rules in found for rule in rules])
-        return _decode(b"".join(pieces))
+        return decode_utf8(b"".join(pieces))
 
     def find(self, data: bytes, *, raw: bool) -> list[tuple[int, int, int, RedactionRule]]:
         """Every validated match of every value rule: (start, end, rule order, rule)."""
-        protected = _protected_regions(data)
+        protected = protected_regions(data)
         found: list[tuple[int, int, int, RedactionRule]] = []
         matchers = self.policy.value_matchers
         rule_set = self.policy.raw_value_set if raw else self.policy.value_set
         orders = (rule_set.Match(data) if rule_set is not None else None) or range(len(matchers))
         for order in orders:
             matcher = matchers[order]
-            for start, end in _matches(matcher, data, raw=raw):
+            for start, end in find_matches(matcher, data, raw=raw):
                 if not any(start < p_end and p_start < end for p_start, p_end in protected):
                     found.append((start, end, order, matcher.rule))
         return found
 
 
-def _matches(matcher: ValueMatcher, data: bytes, *, raw: bool) -> list[tuple[int, int]]:
-    """Validated (start, end) byte spans to mask for one rule: its secret group, or the whole match."""
-    regex = matcher.raw_regex if raw else matcher.regex
-    spans: list[tuple[int, int]] = []
-    pos, end = 0, len(data)
-    while pos <= end:
-        groups = regex.Match(UNANCHORED, data, pos, end)
-        m_start, m_end = groups[0]
-        if m_start < 0:
-            break
-        pos = m_end if m_end > m_start else m_start + 1
-        start, stop = groups[matcher.secret_group] if groups[matcher.secret_group][0] >= 0 else groups[0]
-        if matcher.validator is not None:
-            sub = matcher.validator(data[start:stop])
-            if sub is None:
-                pos = m_start + 1  # a rejected candidate may hide a real one starting inside it
-                continue
-            start, stop = start + sub[0], start + sub[1]
-        if stop > start:
-            spans.append((start, stop))
-    return spans
-
-
-def _merge(found: list[tuple[int, int, int, RedactionRule]]) -> list[tuple[int, int, list[RedactionRule]]]:
-    """Overlapping matches merged into one masked span, named after the earliest (then highest-priority) rule."""
-    merged: list[tuple[int, int, list[RedactionRule]]] = []
-    for start, end, _, rule in sorted(found, key=lambda f: (f[0], f[2])):
-        if merged and start < merged[-1][1]:
-            m_start, m_end, rules = merged[-1]
-            merged[-1] = (m_start, max(m_end, end), rules if rule in rules else [*rules, rule])
-        else:
-            merged.append((start, end, [rule]))
-    return merged
