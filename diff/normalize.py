@@ -99,7 +99,7 @@ class Normalizer:
             self._kept, self._is_dropped_key, self._texts, self._text, _markers(profile)
         )
         self._states = dict(rules.plan)
-        self._head, self._read_head = rules.head, rules.read_head
+        self._head_plan, self._read_head = rules.head, rules.read_head
         self._heads: dict[tuple[Any, ...], dict[str, Any]] = {}
         self._rest, self._read_rest = rules.rest, rules.read_rest
         self._no_rest = (None,) * len(self._rest)
@@ -144,16 +144,27 @@ class Normalizer:
         """The normalized head fields, remembered for the next step with an equal head.
 
         Only heads of plain strings, ints (``kind`` from storage), enums and ``None`` are remembered:
-        values of other types could compare equal to these and be normalized differently.
+        values of other types could compare equal to these and be normalized differently. Runs
+        number some names (``agent step 7``), so this path is hot too.
         """
         out = {}
-        for name, value in zip(self._head, head, strict=False):
-            convert = _FIELDS[name][1]
+        remember = True
+        for (name, convert, state), value in zip(self._head_plan, head, strict=False):
+            if value is None:
+                continue
+            kind = type(value)
+            if kind is not str and kind is not int and not isinstance(value, Enum):
+                remember = False
             if convert is not None:
                 value = convert(value)
-            if value is not None:
-                out[name] = self._field(value, self._states[name])
-        if all(value is None or type(value) in (str, int) or isinstance(value, Enum) for value in head):
+                if value is None:
+                    continue
+            if type(value) is str and state == IDLE:
+                text = self._texts.get(value) or self._text(value)
+                out[name] = text if type(text) is str else self._plain(text.value)  # type: ignore[union-attr]
+            else:
+                out[name] = self._field(value, state)
+        if remember:
             self._heads[head] = out.copy()
         return out
 
@@ -221,8 +232,8 @@ class _Rules:
     kept: frozenset[str]
     dropped: frozenset[str]
     """Field names the key patterns keep or drop."""
-    head: tuple[str, ...]
-    """Fields that repeat from step to step (type, name, tool, model, status, ...)."""
+    head: tuple[tuple[str, Callable[[Any], Any] | None, int], ...]
+    """Fields that repeat from step to step (type, name, tool, model, status, ...): name, conversion, state."""
     read_head: Callable[[Any], tuple[Any, ...]]
     rest: tuple[str, ...]
     """The other plain draft fields (tokens, cost, ids, times)."""
@@ -251,7 +262,7 @@ def _compile(profile: Profile) -> _Rules:
         for name in fields
         if name not in dropped and (state := paths.step(paths.start, name)) != DROP
     )
-    head = tuple(name for name, _ in plan if name in _HEAD_FIELDS)
+    head = tuple((name, _FIELDS[name][1], state) for name, state in plan if name in _HEAD_FIELDS)
     rest = tuple(name for name, _ in plan if name in _STEP_FIELDS and name not in _HEAD_FIELDS)
     special = tuple(
         (name, attrgetter(_FIELDS[name][0]), _FIELDS[name][1], state)
@@ -266,7 +277,7 @@ def _compile(profile: Profile) -> _Rules:
         kept=frozenset(fields) - dropped,
         dropped=dropped,
         head=head,
-        read_head=attrgetter(*head, "name"),
+        read_head=attrgetter(*(name for name, _, _ in head), "name"),
         rest=rest,
         read_rest=attrgetter(*rest, "name"),
         special=special,
