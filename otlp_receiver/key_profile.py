@@ -18,8 +18,11 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any, Final
 
-MAX_PROFILES: Final = 4096
+MAX_PROFILES: Final = 1024
 """Distinct key shapes remembered; the cache is emptied when it is full (shapes are few in practice)."""
+MAX_SHAPE_CHARS: Final = 4096
+"""Longer key tuples (all keys' characters together) get a profile that is not remembered: keys come from
+the sender, and the cache must not hold on to arbitrarily large ones."""
 
 
 class KeyProfile:
@@ -59,7 +62,15 @@ def key_profile(attrs: Mapping[Any, Any]) -> KeyProfile:
     keys = tuple(attrs)
     found = _PROFILES.get(keys)
     if found is None:
-        if len(_PROFILES) >= MAX_PROFILES:
-            _PROFILES.clear()
-        found = _PROFILES[keys] = KeyProfile(keys)
+        found = KeyProfile(keys)
+        if is_small_shape(keys):
+            if len(_PROFILES) >= MAX_PROFILES:
+                _PROFILES.clear()
+            _PROFILES[keys] = found
     return found
+
+
+def is_small_shape(keys: tuple[Any, ...]) -> bool:
+    """Whether a key tuple is small enough to be kept in a cache (string keys of MAX_SHAPE_CHARS in all)."""
+    return len(keys) <= MAX_SHAPE_CHARS and all(type(key) is str for key in keys) \
+        and sum(map(len, keys)) <= MAX_SHAPE_CHARS

@@ -19,7 +19,7 @@ key and cached); only a span with a possible hit takes the exact, slower rewrite
 redact is returned as the same object.
 
 Pure: no I/O and no logging of values. Imports the standard library, orjson, google-re2 (through
-``redact_rules``), its text helpers (``redact_text``) and the model.
+``redact_rules``), its text helpers (``redact_text``), ``key_profile`` and the model.
 """
 
 from __future__ import annotations
@@ -31,6 +31,7 @@ from typing import Any, Final
 
 import orjson
 
+from otlp_receiver.key_profile import is_small_shape
 from otlp_receiver.model import RedactionMeta, RedactionRuleHit, Span
 from otlp_receiver.redact_rules import (
     DEFAULT_RULES,
@@ -68,8 +69,7 @@ EMPTY_META: Final = RedactionMeta()
 _KEY_CACHE_MAX: Final = 65_536
 _CLEAN_CACHE_MAX: Final = 16_384
 _CLEAN_CACHE_MAX_CHARS: Final = 64
-_SHAPE_CACHE_MAX: Final = 4096
-_SHAPE_MAX_KEYS: Final = 64
+_SHAPE_CACHE_MAX: Final = 1024
 _NO_MATCH: Final = (-1, -1)
 _SCALARS: Final = (int, float, bool, type(None))
 _HEX_DIGEST = re.compile(r"[0-9a-f]{32}|[0-9a-f]{40}|[0-9a-f]{64}|[0-9a-f]{128}")
@@ -181,12 +181,12 @@ class Redactor:
         return False
 
     def _ruled_keys(self, mapping: Mapping[Any, Any]) -> tuple[Any, ...]:
-        """The keys of ``mapping`` a key rule covers, cached per tuple of keys (small maps only)."""
+        """The keys of ``mapping`` a key rule covers, cached per tuple of keys (small shapes only)."""
         keys = tuple(mapping)
         found = self._ruled.get(keys)
         if found is None:
             found = tuple(key for key in keys if self.key_rule(key) is not None)
-            if len(keys) <= _SHAPE_MAX_KEYS:
+            if is_small_shape(keys):
                 if len(self._ruled) >= _SHAPE_CACHE_MAX:
                     self._ruled.clear()
                 self._ruled[keys] = found

@@ -82,3 +82,13 @@ def test_the_cache_is_bounded() -> None:
     from otlp_receiver import key_profile as module
 
     assert len(module._PROFILES) <= MAX_PROFILES
+
+
+def test_large_or_odd_key_shapes_are_answered_but_not_remembered() -> None:
+    from otlp_receiver import key_profile as module
+
+    for attrs in ({"k" * 5000: 1, "gen_ai.request.model": "m"}, {1: "x", "gen_ai.request.model": "m"}):
+        profile = key_profile(attrs)
+        assert profile is not key_profile(dict(attrs))
+        assert profile.present(cv.MODEL_KEYS) == ("gen_ai.request.model",)
+        assert tuple(attrs) not in module._PROFILES
