@@ -91,24 +91,38 @@ def diff_runs(
     """
     _check_runs(run_a, steps_a, run_b, steps_b)
     with _gc_paused():
-        pairs = _aligned_pairs(steps_a, steps_b, profile)
-        visible = tuple(pair for pair in pairs if not _is_hidden(pair))
-        summary = _summarize(run_a, steps_a, run_b, steps_b, pairs, visible)
+        visible, matched = _aligned_pairs(steps_a, steps_b, profile)
+        summary = _summarize(run_a, steps_a, run_b, steps_b, visible, matched)
     return TraceDiff(
-        summary, visible, ProfileInfo(profile.name, profile.description, tuple(profile.ignored()))
+        summary, tuple(visible), ProfileInfo(profile.name, profile.description, tuple(profile.ignored()))
     )
 
 
-def _aligned_pairs(steps_a: Sequence[Step], steps_b: Sequence[Step], profile: Profile) -> list[StepPair]:
-    """Every aligned pair, in tree order.
+def _aligned_pairs(
+    steps_a: Sequence[Step], steps_b: Sequence[Step], profile: Profile
+) -> tuple[list[StepPair], float]:
+    """The visible pairs in tree order, and the weighted count of matched pairs (see :func:`_similarity`).
 
-    The normalized contents, nodes and rows built on the way die when this returns, still inside
+    An equal structural span is only counted (a quarter of the rows of a typical agent run). The
+    normalized contents, nodes and rows built on the way die when this returns, still inside
     :func:`_gc_paused`: the collector then only ever sees the (much smaller) result.
     """
     normalizer = Normalizer(profile)
     side_a, side_b = _Side.build(steps_a, normalizer), _Side.build(steps_b, normalizer)
-    rows = align_forests(side_a.roots, side_b.roots)
-    return [_pair(row, side_a, side_b, normalizer) for row in rows]
+    visible, matched = [], 0.0
+    for row in align_forests(side_a.roots, side_b.roots):
+        a, b = row.a, row.b
+        if a is None or b is None:
+            visible.append(_pair(row, side_a, side_b, normalizer))
+            continue
+        if not row.moved and a.digest == b.digest and side_a.steps[a.index].draft.type is StepType.SPAN:
+            matched += _PAIR_WEIGHT[PairStatus.EQUAL]
+            continue
+        pair = _pair(row, side_a, side_b, normalizer)
+        matched += _pair_weight(pair)
+        if not _is_hidden(pair):
+            visible.append(pair)
+    return visible, matched
 
 
 @contextmanager
@@ -176,13 +190,9 @@ def _is_hidden(pair: StepPair) -> bool:
 
 
 def _summarize(
-    run_a: Run,
-    steps_a: Sequence[Step],
-    run_b: Run,
-    steps_b: Sequence[Step],
-    pairs: Sequence[StepPair],
-    visible: Sequence[StepPair],
-) -> DiffSummary:
+    run_a: Run, steps_a: Sequence[Step], run_b: Run, steps_b: Sequence[Step], visible: Sequence[StepPair],
+    matched: float,
+) -> DiffSummary:  # fmt: skip
     models = (
         _names(run_a.model_names, steps_a, "model_name"),
         _names(run_b.model_names, steps_b, "model_name"),
@@ -200,7 +210,7 @@ def _summarize(
         tools_added=tuple(sorted(tools[1] - tools[0])),
         tools_removed=tuple(sorted(tools[0] - tools[1])),
         first_divergence=_first_divergence(visible),
-        similarity=_similarity(pairs, len(steps_a) + len(steps_b)),
+        similarity=_similarity(matched, len(steps_a) + len(steps_b)),
         pair_counts={status.value: 0 for status in PairStatus} | Counter(p.status for p in visible),
     )
 
@@ -234,10 +244,13 @@ def _first_divergence(pairs: Sequence[StepPair]) -> Divergence | None:
     return Divergence(min(a_seqs, default=None), min(b_seqs, default=None))
 
 
-def _similarity(pairs: Sequence[StepPair], total_steps: int) -> float:
+def _pair_weight(pair: StepPair) -> float:
+    """How much a matched pair counts towards the similarity (a moved pair with changes: 0.5)."""
+    return 0.5 if pair.status is PairStatus.MOVED and pair.changes else _PAIR_WEIGHT[pair.status]
+
+
+def _similarity(matched: float, total_steps: int) -> float:
     """2 × (weighted matched pairs) / (steps in A + steps in B), in [0, 1]."""
     if total_steps == 0:
         return 1.0
-    matched = sum(_PAIR_WEIGHT[p.status] if not (p.status is PairStatus.MOVED and p.changes) else 0.5
-                  for p in pairs if p.a is not None and p.b is not None)  # fmt: skip
     return round(2 * matched / total_steps, 4)
