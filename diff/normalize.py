@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from enum import Enum
 from functools import lru_cache
 from operator import attrgetter
-from typing import Any
+from typing import Any, TypeAlias
 
 import orjson
 
@@ -49,6 +49,8 @@ _PLACEHOLDER_RE = re.compile(f"(?P<uuid>{_UUID})|(?P<date>{_ISO_DATE})")
 # search than the full one, so plain prose skips the expensive substitution.
 _PLACEHOLDER_HINT = re.compile(r"-(?:[0-9a-fA-F]{4}-|\d\d-\d\d)")
 _REDACTION_RE = re.compile(r"\[REDACTED:(?:[^\]]*:)?([0-9a-fA-F]{16})\]")
+Signature: TypeAlias = tuple[str, str, str | None, str | None]
+"""``(type, name, tool_name, model_name)`` of a normalized step: what alignment pairs steps by."""
 _SHAPE_FIELDS = ("type", "name", "tool_name", "model_name")
 _HEAD_FIELDS = frozenset(
     {"type", "kind", "name", "status", "tool_name", "model_name", "provider", "agent_name", "error_type",
@@ -100,7 +102,7 @@ class Normalizer:
         )
         self._states = dict(rules.plan)
         self._head_plan, self._read_head = rules.head, rules.read_head
-        self._heads: dict[tuple[Any, ...], dict[str, Any]] = {}
+        self._heads: dict[tuple[Any, ...], tuple[dict[str, Any], Signature]] = {}
         self._rest, self._read_rest = rules.rest, rules.read_rest
         self._no_rest = (None,) * len(self._rest)
         self._payload_state = self._states.get("payload")
@@ -112,14 +114,21 @@ class Normalizer:
 
         Fields the profile ignores entirely are never read; ``None`` fields are left out.
         """
+        return self.content_and_signature(step)[0]
+
+    def content_and_signature(self, step: Step) -> tuple[dict[str, Any], Signature]:
+        """:meth:`content`, and the step's ``(type, name, tool_name, model_name)`` in it (``""``/``None`` if absent)."""
         draft = step.draft
         head = self._read_head(draft)
         try:
-            out = self._heads[head].copy()
+            cached, signature = self._heads[head]
+            out = cached.copy()
         except KeyError:
             out = self._head_content(head)
+            signature = _signature(out)
         except TypeError:  # an unhashable value where the model says str
             out = self._head_content(head)
+            signature = _signature(out)
         rest = self._read_rest(draft)
         if rest[:-1] != self._no_rest:  # tokens, cost, ids, times: all unset on most steps
             for name, value in zip(self._rest, rest, strict=False):
@@ -128,17 +137,22 @@ class Normalizer:
                     out[name] = (
                         value if kind is int or kind is float else self._field(value, self._states[name])
                     )
-        if self._payload_state is not None and draft.payload:
-            out["payload"] = self._walk(draft.payload, self._payload_state)
+        payload, state = draft.payload, self._payload_state
+        if state is not None and payload:
+            out["payload"] = (
+                self._walk_dict(payload, state)
+                if type(payload) is dict and state != IDLE
+                else self._walk(payload, state)
+            )
         if self._redaction_state is not None and draft.redaction_meta.paths:
             out["redaction"] = self._walk(_redaction(draft.redaction_meta), self._redaction_state)
-        for name, read, convert, state in self._special:
+        for name, read, convert, field_state in self._special:
             value = read(step)
             if convert is not None:
                 value = convert(value)
             if value is not None:
-                out[name] = self._field(value, state)
-        return out
+                out[name] = self._field(value, field_state)
+        return out, signature
 
     def _head_content(self, head: tuple[Any, ...]) -> dict[str, Any]:
         """The normalized head fields, remembered for the next step with an equal head.
@@ -165,7 +179,7 @@ class Normalizer:
             else:
                 out[name] = self._field(value, state)
         if remember:
-            self._heads[head] = out.copy()
+            self._heads[head] = (out.copy(), _signature(out))
         return out
 
     def _field(self, value: Any, state: int) -> Any:
@@ -418,6 +432,15 @@ def _plain_walker(
         return value.hex() if kind is bytes else value
 
     return plain, plain_dict
+
+
+def _signature(content: Mapping[str, Any]) -> Signature:
+    return (
+        content.get("type", ""),
+        content.get("name", ""),
+        content.get("tool_name"),
+        content.get("model_name"),
+    )
 
 
 def _fold(text: str, profile: Profile) -> str:
