@@ -335,18 +335,28 @@ def _replace_placeholders(text: str) -> str:
     """``_PLACEHOLDER_RE.sub(_placeholder, text)``, without scanning where no match can be.
 
     A text that is one UUID or date (the usual case) is a single anchored match. Otherwise every
-    match holds a ``_PLACEHOLDER_HINT`` 8 (UUID) or 4 (date) characters after its start, so none
-    starts before the first hint minus 8 and the substitution can begin there (the patterns look
-    neither behind nor at anchors, so cutting the text off does not change what they match).
+    match holds a ``_PLACEHOLDER_HINT`` 8 (UUID) or 4 (date) characters after its start, so the next
+    match starts no earlier than the next hint minus 8, and there is none after the last hint (the
+    patterns look neither behind nor at anchors, so where a search starts does not change what
+    they match).
     """
     whole = _PLACEHOLDER_RE.match(text)
     if whole is not None and whole.end() == len(text):
         return "<uuid>" if whole.lastgroup == "uuid" else "<datetime>"
+    pieces: list[str] = []
+    done = 0
     hint = _PLACEHOLDER_HINT.search(text)
-    if hint is None:
+    while hint is not None:
+        match = _PLACEHOLDER_RE.search(text, max(hint.start() - 8, done))
+        if match is None:
+            break
+        pieces += (text[done : match.start()], "<uuid>" if match.lastgroup == "uuid" else "<datetime>")
+        done = match.end()
+        hint = _PLACEHOLDER_HINT.search(text, done)
+    if not pieces:
         return text
-    start = max(hint.start() - 8, 0)
-    return text[:start] + _PLACEHOLDER_RE.sub(_placeholder, text[start:])
+    pieces.append(text[done:])
+    return "".join(pieces)
 
 
 def _markers(profile: Profile) -> tuple[str, str] | None:
