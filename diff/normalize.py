@@ -20,6 +20,7 @@ from operator import attrgetter
 from typing import Any, TypeAlias
 
 import orjson
+import xxhash
 
 from diff.paths import DROP, IDLE, PathAutomaton
 from diff.profiles import (
@@ -494,12 +495,15 @@ run's identity and the chain hashes are never compared: they differ by construct
 
 
 def digest_content(content: Mapping[str, Any]) -> int:
-    """A hash of the canonical JSON of ``content`` (sorted keys): equal digests ⇔ equal content."""
+    """A 64-bit hash of the canonical JSON of ``content`` (sorted keys): equal digests ⇔ equal content.
+
+    XXH3 rather than the built-in ``hash()``: digests also order the alignment (which side is "moved"), and
+    ``hash()`` is salted per process, so the same two runs would diff differently after a restart."""
     try:
         data = orjson.dumps(content, option=orjson.OPT_SORT_KEYS, default=repr)
     except orjson.JSONEncodeError:  # e.g. non-str keys or an int over 64 bits: a slower, total encoding
         data = repr(_sorted_repr(content)).encode()
-    return hash(data)
+    return xxhash.xxh3_64_intdigest(data)
 
 
 def _sorted_repr(value: Any) -> Any:
