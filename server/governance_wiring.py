@@ -129,7 +129,7 @@ class GovernanceConfig:
     token_ttl_s: int = 300
     global_kill_switch: bool = False
     expiry_interval_s: float = 1.0
-    step_linger_s: float = 0.25
+    step_linger_s: float = 1.0
     prune_interval_s: float = 3600.0
 
 
@@ -589,5 +589,6 @@ def governance_from_settings(settings: Settings, index: RunIndex, record: Record
     """Load (or create) the signing keys and build the service from the server's settings."""
     config = GovernanceConfig(approval_timeout_s=settings.approval_timeout_s,
                               token_ttl_s=settings.decision_token_ttl_s,
-                              global_kill_switch=settings.kill_switch_external_write)
+                              global_kill_switch=settings.kill_switch_external_write,
+                              step_linger_s=settings.decision_step_linger_s)
     return Governance(index, load_signing_keys(settings.signing_key_file), record, config)

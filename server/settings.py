@@ -100,6 +100,11 @@ class Settings:
     """TRACEWARD_APPROVAL_TIMEOUT_S: how long an approval stays pending before it expires (= deny), in seconds."""
     decision_token_ttl_s: int = 300
     """TRACEWARD_DECISION_TOKEN_TTL_S: lifetime of a DecisionToken; the tool must start executing within it."""
+    decision_step_linger_s: float = 1.0
+    """TRACEWARD_DECISION_STEP_LINGER_S: decision and approval steps are gathered this long before they are
+    appended to their runs in one batch (their audit records are written within 20 ms regardless; a span that
+    arrives first flushes them). Shorter shows them sooner, at the cost of more flush rounds competing with
+    the API: at 200 decisions/s, 0.25 s gave a p99 of 9.3–10.5 ms, 1 s 6.6–7.4 ms."""
     kill_switch_external_write: bool = False
     """TRACEWARD_KILL_SWITCH_EXTERNAL_WRITE: global kill switch, denies every external write in every tenant."""
     signing_key_path: Path | None = None
@@ -164,6 +169,8 @@ class Settings:
         for name in ("jwt_leeway_s", "key_rotation_grace_s", "retention_interval_s"):
             if getattr(self, name) < 0:
                 raise ConfigError(f"{ENV_PREFIX}{name.upper()}={getattr(self, name)}: must be >= 0")
+        if not 0 < self.decision_step_linger_s <= 60:
+            raise ConfigError(f"{ENV_PREFIX}DECISION_STEP_LINGER_S={self.decision_step_linger_s}: must be in (0, 60]")
         if self.approval_timeout_s <= 0 or not 0 < self.decision_token_ttl_s <= 86_400:
             raise ConfigError(f"{ENV_PREFIX}APPROVAL_TIMEOUT_S={self.approval_timeout_s} / {ENV_PREFIX}"
                               f"DECISION_TOKEN_TTL_S={self.decision_token_ttl_s}: must be positive (TTL ≤ 86400)")
