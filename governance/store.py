@@ -89,16 +89,17 @@ def create_policy(index: RunIndex, *, tenant_id: str, project_id: str, policy: P
                   content_type: str, actor: str) -> PolicyRecord:
     """Store ``policy`` as the project's next version (inactive); audited ``policy.create``."""
     document = canonical_json(policy_to_dict(policy)).decode()
-    row = {"policy_id": str(uuid.uuid4()), "tenant_id": tenant_id, "project_id": project_id,
-           "document": document, "source": source, "content_type": content_type,
-           "sha256": hashlib.sha256(document.encode()).hexdigest(), "description": policy.description,
-           "rule_count": len(policy.rules), "created_ns": time.time_ns(), "created_by": actor, "active": 0,
-           "activated_ns": None, "activated_by": None}
+    row: dict[str, Any] = {
+        "policy_id": str(uuid.uuid4()), "tenant_id": tenant_id, "project_id": project_id,
+        "document": document, "source": source, "content_type": content_type,
+        "sha256": hashlib.sha256(document.encode()).hexdigest(), "description": policy.description,
+        "rule_count": len(policy.rules), "created_ns": time.time_ns(), "created_by": actor, "active": 0,
+        "activated_ns": None, "activated_by": None}
     with index.transaction() as db:
         last = list(db.query("SELECT max(version) AS v FROM policies WHERE tenant_id = ? AND project_id = ?",
                              [tenant_id, project_id]))
         row["version"] = (last[0]["v"] or 0) + 1
-        db["policies"].insert(row)
+        db.table("policies").insert(row)
         _audit(db, index, tenant_id, AuditEntry(actor, "policy.create", row["policy_id"], {
             "project_id": project_id, "version": row["version"], "sha256": row["sha256"]}))
     return _policy_from_row(row)
@@ -235,7 +236,7 @@ def record_decision(index: RunIndex, tenant_id: str, *, audit: AuditEntry,
     """Audit a decision and, for require_approval, store its pending approval (one transaction)."""
     with index.transaction() as db:
         if approval is not None:
-            db["approvals"].insert(_approval_row(ApprovalRecord(approval)))
+            db.table("approvals").insert(_approval_row(ApprovalRecord(approval)))
         _audit(db, index, tenant_id, audit)
 
 
@@ -301,7 +302,8 @@ def list_approvals(index: RunIndex, tenant_id: str, filters: ApprovalFilters, *,
     if filters.status is not None and filters.status not in APPROVAL_STATUSES:
         raise InvalidInputError(f"unknown status {filters.status!r}",
                                 details={"status": "one of " + ", ".join(APPROVAL_STATUSES)})
-    where, params = ["tenant_id = ?"], [tenant_id]
+    where: list[str] = ["tenant_id = ?"]
+    params: list[Any] = [tenant_id]
     for column, value in (("status", filters.status), ("tool", filters.tool), ("agent", filters.agent),
                           ("trace_id", filters.run), ("project_id", filters.project)):
         if value is not None:

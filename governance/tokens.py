@@ -342,7 +342,7 @@ _STR_CLAIMS = ("jti", "tenant", "project", "tool", "args_sha256", "trace_id", "s
 
 
 def _claims(payload: Mapping[str, Any], kid: str) -> TokenClaims:
-    values = {name: payload.get(name) for name in _STR_CLAIMS}
+    values: dict[str, Any] = {name: payload.get(name) for name in _STR_CLAIMS}
     if not all(isinstance(v, str) and v for v in values.values()):
         raise TokenInvalid("token claims are missing or of the wrong type")
     approval_id, version = payload.get("approval_id"), payload.get("policy_version")

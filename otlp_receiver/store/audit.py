@@ -79,12 +79,15 @@ class AuditLog:
              since_ns: int | None = None, until_ns: int | None = None, limit: int = 100,
              cursor: str | None = None) -> tuple[list[dict[str, Any]], str | None]:
         """A page of records, newest first, and the next cursor."""
-        where, params = ["tenant_id = ?"], [tenant_id]
-        for cond, value in (("action >= ? AND action < ?", action_prefix), ("actor = ?", actor),
-                            ("ts_ns >= ?", since_ns), ("ts_ns < ?", until_ns)):
+        where: list[str] = ["tenant_id = ?"]
+        params: list[Any] = [tenant_id]
+        if action_prefix is not None:
+            where.append("action >= ? AND action < ?")
+            params.extend([action_prefix, action_prefix + "\uffff"])
+        for cond, value in (("actor = ?", actor), ("ts_ns >= ?", since_ns), ("ts_ns < ?", until_ns)):
             if value is not None:
                 where.append(cond)
-                params.extend([value, value + "\uffff"] if cond.startswith("action") else [value])
+                params.append(value)
         if cursor:
             where.append("(ts_ns, id) < (?, ?)")
             params.extend(_decode_cursor(cursor))

@@ -155,7 +155,8 @@ class FindingFilters:
 def list_findings(index: RunIndex, tenant_id: str, filters: FindingFilters, *, limit: int,
                   cursor: str | None = None) -> tuple[list[StoredFinding], str | None]:
     """A page of findings, newest first, and the next page's cursor (keyset over detected_ns, id)."""
-    where, params = ["tenant_id = ?"], [tenant_id]
+    where: list[str] = ["tenant_id = ?"]
+    params: list[Any] = [tenant_id]
     for column, value in (("kind", filters.kind), ("run_id", filters.run_id), ("severity", filters.severity)):
         if value is not None:
             where.append(f"{column} = ?")
@@ -235,7 +236,8 @@ def add_feedback(index: RunIndex, tenant_id: str, run_id: str, *, score: float |
 def list_feedback(index: RunIndex, tenant_id: str, *, run_id: str | None = None, label: str | None = None,
                   limit: int, cursor: str | None = None) -> tuple[list[Feedback], str | None]:
     """A page of feedback, newest first, and the next page's cursor."""
-    where, params = ["tenant_id = ?"], [tenant_id]
+    where: list[str] = ["tenant_id = ?"]
+    params: list[Any] = [tenant_id]
     for column, value in (("run_id", run_id), ("label", label)):
         if value is not None:
             where.append(f"{column} = ?")
@@ -254,7 +256,8 @@ def list_feedback(index: RunIndex, tenant_id: str, *, run_id: str | None = None,
 def feedback_summary(index: RunIndex, tenant_id: str, *, started_after_ns: int | None,
                      started_before_ns: int | None, agent: str | None = None) -> dict[str, Any]:
     """Feedback on the runs started in a range: count, mean score and count per label."""
-    where, params = ["f.tenant_id = ?"], [tenant_id]
+    where: list[str] = ["f.tenant_id = ?"]
+    params: list[Any] = [tenant_id]
     for clause, value in (("r.started_ns >= ?", started_after_ns), ("r.started_ns < ?", started_before_ns),
                           ("r.agent = ?", agent)):
         if value is not None:

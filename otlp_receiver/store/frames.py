@@ -19,7 +19,7 @@ import threading
 from collections import OrderedDict
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any, Final
+from typing import Any, Final, cast
 
 import polars as pl
 
@@ -82,14 +82,15 @@ def load_runs(index: RunIndex, tenant_id: str, scope: RunScope) -> pl.DataFrame:
 
 
 def _to_frame(rows: list[tuple[Any, ...]], schema: pl.Schema) -> pl.DataFrame:
-    columns = list(zip(*rows, strict=True)) if rows else [[] for _ in schema]
+    columns: list[Sequence[Any]] = list(zip(*rows, strict=True)) if rows else [[] for _ in schema]
     frame = pl.DataFrame(dict(zip(schema.names(), columns, strict=True)), schema=schema)
     return frame.with_columns(
         pl.col(name).str.json_decode(pl.List(pl.String)) for name in ("model_names", "tool_names"))
 
 
 def _sql(tenant_id: str, scope: RunScope, run_ids: list[str] | None) -> tuple[str, list[Any]]:
-    where, params = ["tenant_id = ?"], [tenant_id]
+    where: list[str] = ["tenant_id = ?"]
+    params: list[Any] = [tenant_id]
     for column in ("agent", "service", "status", "environment"):
         value = getattr(scope, column)
         if value is not None:
@@ -167,7 +168,8 @@ class RunFrameCache:
             rows = _fetch(self.index, f"SELECT {_SELECT}, updated_ns FROM runs WHERE tenant_id = ?", [tenant_id])
             entry = _Cached(_to_frame(rows, _CACHE_SCHEMA), 0)
         if entry.frame.height:
-            entry.updated_ns = max(entry.updated_ns, int(entry.frame["updated_ns"].max() or 0))
+            # updated_ns is Int64 in _CACHE_SCHEMA, so its max is an int (or None for all-null)
+            entry.updated_ns = max(entry.updated_ns, int(cast("int | None", entry.frame["updated_ns"].max()) or 0))
         return self._keep(tenant_id, entry)
 
     def _keep(self, tenant_id: str, entry: _Cached) -> _Cached | None:

@@ -167,7 +167,8 @@ def _list_sql(tenant_id: str, f: RunFilters, limit: int,
               after: tuple[int, str] | None) -> tuple[str, list[Any]]:
     facet = _facet_join(f)
     src = "f" if facet else "r"
-    where, params = [f"{src}.tenant_id = ?"], [tenant_id]
+    where: list[str] = [f"{src}.tenant_id = ?"]
+    params: list[Any] = [tenant_id]
     join = ""
     if facet:
         table, cond, values = facet

@@ -103,10 +103,10 @@ class KeyStore:
                            None, expires_ns, None, rate_limit_per_min, created_by)
         row = {**_record_dict(record), "secret_hash": _hash(secret)}
         if db is not None:
-            db["api_keys"].insert(row)
+            db.table("api_keys").insert(row)
         else:
             with self.index.transaction() as tx:
-                tx["api_keys"].insert(row)
+                tx.table("api_keys").insert(row)
         return key_text, record
 
     def ensure(self, key_text: str, *, tenant_id: str, project_id: str, role: str, name: str) -> KeyRecord:
@@ -148,7 +148,8 @@ class KeyStore:
     def list_keys(self, tenant_id: str, *, include_inactive: bool = False, limit: int = 100,
              cursor: str | None = None) -> tuple[list[KeyRecord], str | None]:
         """A page of the tenant's keys, newest first (no secrets), and the next cursor."""
-        where, params = ["tenant_id = ?"], [tenant_id]
+        where: list[str] = ["tenant_id = ?"]
+        params: list[Any] = [tenant_id]
         if not include_inactive:
             now = time.time_ns()
             where.append("(revoked_ns IS NULL OR revoked_ns > ?) AND (expires_ns IS NULL OR expires_ns > ?)")
@@ -224,7 +225,8 @@ def _record_dict(record: KeyRecord) -> dict[str, Any]:
 
 
 def _from_row(row: dict[str, Any]) -> KeyRecord:
-    return KeyRecord(**{f: row.get(f) for f in KeyRecord.__slots__})
+    fields: dict[str, Any] = {f: row.get(f) for f in KeyRecord.__slots__}
+    return KeyRecord(**fields)
 
 
 def _encode_cursor(created_ns: int, key_id: str) -> str:
