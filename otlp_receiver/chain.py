@@ -90,7 +90,7 @@ def _with_float_fragments(obj: object) -> object:
         return obj if copy is None else copy
     if kind is list or kind is tuple:
         items = None
-        for i, value in enumerate(obj):  # type: ignore[call-overload]
+        for i, value in enumerate(obj):  # type: ignore[arg-type]
             if type(value) in _LEAVES:
                 continue
             new = _with_float_fragments(value)

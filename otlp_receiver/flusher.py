@@ -215,6 +215,7 @@ class Flusher:
     def _step_row(self, batch: Batch, tenant: str, project: str, item: list[Any], received_ns: int
                   ) -> dict[str, Any]:
         """One WAL item as a step-table row (its fields dict, completed), chained onto its run's head."""
+        f: dict[str, Any]
         run_id, seq, f, payload_text, p_hash = item
         key = (tenant, run_id)
         prev = self._head(batch, key)

@@ -267,6 +267,7 @@ class GrpcTransport:
         target = endpoint.split("://", 1)[-1].rstrip("/")
         self.channel = (grpc.secure_channel(target, grpc.ssl_channel_credentials()) if endpoint.startswith("https://")
                         else grpc.insecure_channel(target))
+        self.export: grpc.UnaryUnaryMultiCallable[bytes, trace_service_pb2.ExportTraceServiceResponse]
         self.export = self.channel.unary_unary(
             EXPORT_METHOD, request_serializer=None,
             response_deserializer=trace_service_pb2.ExportTraceServiceResponse.FromString)
@@ -306,7 +307,8 @@ def _grpc_retry_delay(trailers: Any) -> float | None:
 
 
 def _duration_s(info: error_details_pb2.RetryInfo) -> float:
-    return info.retry_delay.seconds + info.retry_delay.nanos / 1e9
+    seconds: float = info.retry_delay.seconds + info.retry_delay.nanos / 1e9  # google.rpc has no stubs: Any
+    return seconds
 
 
 class HttpTransport:

@@ -33,6 +33,7 @@ from otlp_receiver.mapping import step_fields, summarize_runs
 from otlp_receiver.model import (
     RedactionMeta,
     RedactionRuleHit,
+    RunId,
     RunStatus,
     RunSummary,
     Span,
@@ -187,10 +188,12 @@ class IngestPipeline:
         """Make a batch of decoded spans durable. Returns once they are in the WAL."""
         if not spans:
             return IngestResult(0, 0, self.wal.end_position())
-        bindings = {s.span_id: self.bind(tenant_id, project_id, s) for s in spans} if self.bind else {}
+        bindings: dict[str, tuple[str | None, str | None]] = (
+            {s.span_id: self.bind(tenant_id, project_id, s) for s in spans} if self.bind else {})
         redacted = [self._redact_span(tenant_id, s) for s in spans]
         drafts = [fields for _, fields in redacted]
-        summaries = {k: _summary_dict(v) for k, v in summarize_runs([s for s, _ in redacted]).items()}
+        summaries: dict[str, dict[str, Any]] = {
+            k: _summary_dict(v) for k, v in summarize_runs([s for s, _ in redacted]).items()}
         result = self._append(tenant_id, project_id, drafts, summaries, bindings)
         if self.on_accepted is not None and result.accepted:
             clean = [s for s, _ in redacted]
@@ -204,8 +207,9 @@ class IngestPipeline:
 
         The run need not exist yet (an agent asks before its spans are exported): it is created."""
         drafts = [self._redact_draft(tenant_id, d) for d in drafts]
-        summaries = {d.trace_id: _summary_dict(RunSummary(run_id=d.trace_id, first_start_ns=d.start_ns,
-                                                          last_end_ns=d.end_ns)) for d in drafts}
+        summaries: dict[str, dict[str, Any]] = {
+            d.trace_id: _summary_dict(RunSummary(run_id=RunId(d.trace_id), first_start_ns=d.start_ns,
+                                                 last_end_ns=d.end_ns)) for d in drafts}
         return self._append(tenant_id, project_id, [draft_fields(d) for d in drafts], summaries, {})
 
     def _append(self, tenant_id: str, project_id: str, drafts: Sequence[Fields],
@@ -274,13 +278,14 @@ class IngestPipeline:
             span_ids = [d.span_id for d in drafts]
             if self.sequencer.duplicates(tenant_id, run_id, span_ids):
                 raise ConflictError("a step with this span_id already exists in the run")
-            seqs = self.sequencer.assign(tenant_id, run_id, span_ids)
+            # All fresh (duplicates() found none, under the same lock), so assign() gives every draft a seq.
+            seqs = [s for s in self.sequencer.assign(tenant_id, run_id, span_ids) if s is not None]
             items = [wal_item(run_id, seq, d, bindings.get(d.span_id)) for seq, d in zip(seqs, drafts, strict=True)]
             record = {"kind": "steps", "tenant": tenant_id, "project": project_id,
                       "received_ns": time.time_ns(), "runs": {}, "items": items}
             position = self.wal.append(orjson.dumps(record))
             self.sequencer.mark_pending(tenant_id, [run_id], position)
-        return [s for s in seqs if s is not None], position
+        return seqs, position
 
     def _redact_draft(self, tenant_id: str, draft: StepDraft) -> StepDraft:
         """REST and server-made steps: the payload (paths rooted at ``$``) and the free-text fields."""

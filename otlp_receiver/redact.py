@@ -326,7 +326,7 @@ class _Rewrite:
         kind = TOP if top else MEMBER
         clean, key_rule = self.redactor.clean_strings, self.redactor.key_rule
         for key, value in mapping.items():
-            path: Path = (base, key, kind)
+            path: tuple[Any, Any, int] = (base, key, kind)
             new_key = key
             if not top and isinstance(key, str) and key not in clean:
                 new_key = self.key(key, path, depth)
@@ -344,12 +344,12 @@ class _Rewrite:
             items.append((new_key, new))
         return dict(items) if changed else mapping
 
-    def key(self, key: str, path: Path, depth: int) -> str:
+    def key(self, key: str, path: tuple[Any, Any, int], depth: int) -> str:
         """A nested map key with value rules applied; its path is recorded with the redacted key."""
         mark = len(self.paths)
         new_key = self.text(key, path, depth)
         if new_key is not key:
-            parent, _, kind = path  # type: ignore[misc]
+            parent, _, kind = path
             self.paths[mark:] = [render_path((parent, new_key, kind))]
         return new_key
 

@@ -55,7 +55,8 @@ def is_already_masked(text: str) -> bool:
 
 def leaves_text(value: Any, limit: int = 10_000) -> bytes:
     """A stable, recursion-free text of a nested value's leaves (fingerprint input for over-deep values)."""
-    stack, out = [value], []
+    stack: list[Any] = [value]
+    out: list[str] = []
     while stack and len(out) < limit:
         item = stack.pop()
         if isinstance(item, Mapping):

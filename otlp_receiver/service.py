@@ -153,6 +153,7 @@ def start_grpc_server(servicer: TraceServicer, *, host: str, port: int, max_mess
                  ("grpc.max_send_message_length", 4 * 1024 * 1024)],
         maximum_concurrent_rpcs=max_concurrent_rpcs,
     )
+    handler: grpc.RpcMethodHandler[bytes, trace_service_pb2.ExportTraceServiceResponse]
     handler = grpc.unary_unary_rpc_method_handler(
         servicer.Export, request_deserializer=None,
         response_serializer=trace_service_pb2.ExportTraceServiceResponse.SerializeToString)

@@ -19,6 +19,7 @@ import threading
 import zlib
 from collections.abc import Iterator
 from pathlib import Path
+from typing import BinaryIO
 
 from otlp_receiver.errors import StorageError
 
@@ -201,14 +202,14 @@ class WriteAheadLog:
         return self.directory / f"wal-{segment:012d}.log"
 
 
-def _read_record(handle: object) -> bytes | None:
-    header = handle.read(_HEADER.size)  # type: ignore[attr-defined]
+def _read_record(handle: BinaryIO) -> bytes | None:
+    header = handle.read(_HEADER.size)
     if len(header) < _HEADER.size:
         return None
     length, crc = _HEADER.unpack(header)
     if length > MAX_RECORD_BYTES:
         return None
-    payload = handle.read(length)  # type: ignore[attr-defined]
+    payload = handle.read(length)
     if len(payload) < length or zlib.crc32(payload) != crc:
         return None
     return payload
