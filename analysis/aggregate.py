@@ -310,12 +310,12 @@ def _run_metrics(*, with_usage: bool) -> list[pl.Expr]:
 _SPAN, _TOOL, _POLICY, _OTHER = 0, 1, 2, 3
 
 
-def _step_features() -> list[pl.Expr]:
+def _step_features() -> list[pl.Expr | str]:
     """What the step metrics read, as small columns: a kind code, failed, bad binding, duration,
     redactions (not the type, status and binding strings)."""
     kind = pl.col("type")
-    code = pl.when(kind == "span").then(_SPAN).when(kind == "tool").then(_TOOL)
-    code = code.when(kind == "policy").then(_POLICY).otherwise(_OTHER).cast(pl.Int8)
+    code = (pl.when(kind == "span").then(_SPAN).when(kind == "tool").then(_TOOL)
+            .when(kind == "policy").then(_POLICY).otherwise(_OTHER).cast(pl.Int8))
     bad_binding = pl.col("binding").is_not_null() & ~pl.col("binding").is_in(OK_BINDINGS)
     failed = pl.col("status") == "error"
     return [

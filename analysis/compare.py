@@ -17,7 +17,8 @@ from typing import Any, Final
 
 import polars as pl
 
-from analysis.aggregate import ADDITIVE_METRICS, METRIC_SCHEMA, Filters, summarize
+from analysis.aggregate import ADDITIVE_METRICS, METRIC_SCHEMA, summarize
+from analysis.filters import Filters
 
 LOWER_IS_BETTER: Final = frozenset(
     {
@@ -89,9 +90,11 @@ def compare_versions(
 def _side(table: pl.DataFrame, version: str) -> dict[str, Any]:
     """One version's metrics (counts 0 and the rest null when it has no data), plus per-run figures."""
     rows = table.filter(pl.col("service_version") == version)
+    metrics: dict[str, Any]
     if rows.is_empty():
         metrics = {
-            name: (dtype.to_python()(0) if name in ADDITIVE_METRICS else None)
+            # additive metrics are Int64 or Float64: to_python() is int or float, not the stub's whole union
+            name: (dtype.to_python()(0) if name in ADDITIVE_METRICS else None)  # type: ignore[call-arg]
             for name, dtype in METRIC_SCHEMA.items()
         }
     else:

@@ -21,7 +21,8 @@ from typing import Any, Final
 
 import polars as pl
 
-from analysis.aggregate import Filters, summarize
+from analysis.aggregate import summarize
+from analysis.filters import Filters
 
 GREEN, YELLOW, RED = "green", "yellow", "red"
 HOUR_NS: Final = 3_600 * 10**9

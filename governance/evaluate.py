@@ -17,6 +17,7 @@ import logging
 import operator
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
+from functools import partial
 from typing import Any
 
 from governance.policy import (
@@ -115,7 +116,7 @@ def _candidates(policy: Policy, key: tuple[Any, ...]) -> tuple[_Candidate, ...]:
     """The rules whose non-argument parts match, with their compiled argument checks, in order."""
     _, tool, agent, environment, action_class, level = key
     return tuple(
-        (rule, policy.cached(("checks", rule.rule_id), lambda rule=rule: _compile_checks(rule)))
+        (rule, policy.cached(("checks", rule.rule_id), partial(_compile_checks, rule)))
         for rule in policy.rules
         if _matches_context(rule.match, tool, agent, environment, action_class, level)
     )

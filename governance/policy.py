@@ -169,7 +169,8 @@ def glob_regex(globs: Sequence[str]) -> re.Pattern[str] | None:
 
 def tool_config(policy: Policy, tool_name: str) -> ToolConfig:
     """The tool's settings: its exact entry, else the first glob entry that matches, else defaults."""
-    return policy.cached(("tool", tool_name), lambda: _find_tool_config(policy, tool_name))
+    config: ToolConfig = policy.cached(("tool", tool_name), lambda: _find_tool_config(policy, tool_name))
+    return config
 
 
 def _find_tool_config(policy: Policy, tool_name: str) -> ToolConfig:
@@ -223,7 +224,7 @@ class _StrictLoader(yaml.SafeLoader):
 
     def compose_node(self, parent: Any, index: Any) -> Any:
         if self.check_event(yaml.AliasEvent):
-            mark = self.peek_event().start_mark
+            mark = self.peek_event().start_mark  # type: ignore[no-untyped-call]  # types-PyYAML: unannotated
             _fail(_ROOT, f"line {mark.line + 1}: YAML aliases are not allowed")
         return super().compose_node(parent, index)
 
