@@ -309,7 +309,7 @@ async def permission_guard(connection: ASGIConnection[Any, Any, Any, Any], handl
 
 def current_principal(connection: ASGIConnection[Any, Any, Any, Any]) -> Principal:
     """The principal the guard authenticated for this request."""
-    principal = connection.scope.get("principal")  # type: ignore[typeddict-item]
+    principal = connection.scope.get("principal")
     if not isinstance(principal, Principal):
         raise AuthenticationError("not authenticated")
     return principal

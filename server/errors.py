@@ -48,7 +48,9 @@ def envelope(code: str, message: str, *, details: dict[str, Any] | None = None, 
     return Response(body, status_code=status, media_type=MediaType.JSON, headers=headers)
 
 
-_GRPC_FROM_HTTP = {400: 3, 401: 16, 403: 7, 404: 5, 409: 6, 413: 8, 415: 3, 422: 3, 429: 8, 503: 14}
+# keyed like Response.status_code, which litestar types as int | None
+_GRPC_FROM_HTTP: dict[int | None, int] = {
+    400: 3, 401: 16, 403: 7, 404: 5, 409: 6, 413: 8, 415: 3, 422: 3, 429: 8, 503: 14}
 
 
 def for_request(request: Request[Any, Any, Any], response: Response[Any]) -> Response[Any]:

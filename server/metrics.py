@@ -46,6 +46,7 @@ from typing import Any, Final
 import grpc
 import orjson
 from litestar import Request, Response, get
+from litestar.enums import ScopeType
 from litestar.exceptions import HTTPException
 from litestar.handlers import HTTPRouteHandler
 from litestar.types import ASGIApp, Message, Receive, Scope, Send
@@ -267,7 +268,7 @@ def metrics_middleware(app: ASGIApp) -> ASGIApp:
     """Route middleware: latency by route template; OTLP/HTTP export outcomes."""
 
     async def middleware(scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http" or scope.get("path_template") in _SKIP_ROUTES:
+        if scope["type"] != ScopeType.HTTP or scope.get("path_template") in _SKIP_ROUTES:
             await app(scope, receive, send)
             return
         metrics: Metrics = scope["app"].state.runtime.metrics

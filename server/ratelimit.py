@@ -37,6 +37,7 @@ from typing import Any, Protocol
 
 import anyio.to_thread
 from litestar.datastructures import MutableScopeHeaders
+from litestar.enums import ScopeType
 from litestar.types import ASGIApp, Message, Receive, Scope, Send
 
 from otlp_receiver.errors import AuthenticationError, OverloadedError
@@ -224,7 +225,7 @@ def rate_limit_middleware(app: ASGIApp) -> ASGIApp:
     """Route middleware: authenticate once, charge the caller's bucket, refuse with 429 when empty."""
 
     async def middleware(scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] == "http":
+        if scope["type"] == ScopeType.HTTP:
             runtime = _runtime(scope)
             authenticator: Authenticator = runtime.authenticator
             if authenticator.may_block:
@@ -248,7 +249,7 @@ def rate_limit_middleware(app: ASGIApp) -> ASGIApp:
 
 async def rate_limit_headers(message: Message, scope: Scope) -> None:
     """``before_send`` hook: put the X-RateLimit-* headers on every response, matched route or not."""
-    if message["type"] != "http.response.start" or scope["type"] != "http":
+    if message["type"] != "http.response.start" or scope["type"] != ScopeType.HTTP:
         return
     decision: Decision | None = scope.get(SCOPE_LIMIT)  # type: ignore[assignment]
     if decision is None:  # no route matched (404/405): the middleware never ran, charge the caller here

@@ -25,7 +25,7 @@ from otlp_receiver.pricing import PriceTable
 from otlp_receiver.service import IngestIdentity, start_grpc_server
 from otlp_receiver.store.audit import AuditLog
 from otlp_receiver.store.events import record_flush_events
-from otlp_receiver.store.findings import queue_finished_runs
+from otlp_receiver.store.findings import StoredFinding, queue_finished_runs
 from otlp_receiver.store.frames import RunFrameCache
 from otlp_receiver.store.index import RunIndex
 from otlp_receiver.store.keys import KeyRecord, KeyStore
@@ -95,13 +95,17 @@ class Runtime:
         self.findings_job = FindingsJob(
             self.index, self.steps, idle_window_s=settings.findings_idle_s,
             events_retention_s=settings.events_retention_s,
-            on_findings=lambda new: [self.metrics.findings.labels(f.kind).inc() for f in new])
+            on_findings=self._count_findings)
         self.flusher.hooks.extend((record_flush_events, queue_finished_runs))
         self.flusher.listeners.append(self._after_flush)
         self.run_frames = RunFrameCache(self.index)
         self.health_cache: dict[str, tuple[float, dict[str, Any]]] = {}
         self.closing = threading.Event()
         """Set when the server shuts down: open event streams end."""
+
+    def _count_findings(self, new: list[StoredFinding]) -> None:
+        for finding in new:
+            self.metrics.findings.labels(finding.kind).inc()
 
     def _after_flush(self, batch: Batch) -> None:
         self.metrics.observe_batch(self.index, batch, self.flusher.last_flush_s)

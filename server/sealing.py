@@ -19,7 +19,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -61,7 +61,7 @@ class SealEntry:
         return str(self.seal.get("head_hash") or "")
 
 
-def seal_problem(entry: SealEntry, public_keys: dict[str, Ed25519PublicKey], tenant_id: str,
+def seal_problem(entry: SealEntry, public_keys: Mapping[str, Ed25519PublicKey], tenant_id: str,
                  run_id: str) -> str | None:
     """Why a seal is not a valid seal of this run by one of these keys, or None when it is."""
     seal = entry.seal

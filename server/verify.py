@@ -95,7 +95,7 @@ class HeadProbe:
 
     def __init__(self, seqs: Iterable[int]) -> None:
         self.wanted = {s for s in seqs if s >= 0}
-        self.seen: dict[int, str] = {}
+        self.seen: dict[int, str | None] = {}
 
     def watch(self, rows: Iterable[Mapping[str, Any]]) -> Iterator[Mapping[str, Any]]:
         for row in rows:

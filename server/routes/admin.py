@@ -192,7 +192,7 @@ class AdminController(Controller):
     @get("/retention", summary="The tenant's retention plan", opt=ADMIN, sync_to_thread=True)
     def get_retention(self, request: Request[Any, Any, Any], runtime: Runtime) -> dict[str, Any]:
         """Run/step retention (the tenant's own or the default) and the audit-log retention."""
-        return runtime.retention.plan(current_principal(request).tenant_id)  # type: ignore[no-any-return]
+        return runtime.retention.plan(current_principal(request).tenant_id)
 
     @put("/retention", summary="Set the tenant's run/step retention in days (null = server default)", opt=ADMIN,
          sync_to_thread=True)
@@ -207,14 +207,14 @@ class AdminController(Controller):
             runtime.retention.plans.set(principal.tenant_id, days, actor=principal.actor, db=db)
             runtime.audit.append(principal.tenant_id, actor=principal.actor, action="retention.plan_set",
                                  details={"retention_days": days}, db=db)
-        return runtime.retention.plan(principal.tenant_id)  # type: ignore[no-any-return]
+        return runtime.retention.plan(principal.tenant_id)
 
     @post("/retention:run", summary="Apply the retention plan now (hard delete, tombstones in the audit log)",
           opt=ADMIN, sync_to_thread=True, status_code=200)
     def run_retention(self, request: Request[Any, Any, Any], runtime: Runtime) -> dict[str, Any]:
         """Deletes the tenant's expired runs and steps from both stores; returns what was deleted."""
         principal = current_principal(request)
-        return runtime.retention.run_tenant(principal.tenant_id, actor=principal.actor,  # type: ignore[no-any-return]
+        return runtime.retention.run_tenant(principal.tenant_id, actor=principal.actor,
                                             trigger="manual")
 
     @delete("/tenant-data", summary="Delete ALL runs and steps of the tenant (confirm=<tenant_id>)", opt=ADMIN,
@@ -225,5 +225,5 @@ class AdminController(Controller):
         principal = current_principal(request)
         if confirm != principal.tenant_id:
             raise InvalidInputError("confirm must equal your tenant id", details={"confirm": "your tenant id"})
-        return runtime.retention.delete_tenant_data(principal.tenant_id,  # type: ignore[no-any-return]
+        return runtime.retention.delete_tenant_data(principal.tenant_id,
                                                     actor=principal.actor)

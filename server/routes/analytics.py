@@ -33,8 +33,9 @@ from litestar import Controller, Request, get, post
 from litestar.params import Parameter
 
 from analysis import aggregate
-from analysis.aggregate import GROUP_KEYS, Filters, validate_group_by
+from analysis.aggregate import GROUP_KEYS, validate_group_by
 from analysis.compare import compare_versions
+from analysis.filters import Filters
 from analysis.findings import SEVERITY
 from analysis.health import health_pulse
 from otlp_receiver.errors import InvalidInputError, NotFoundError
