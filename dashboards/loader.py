@@ -115,7 +115,7 @@ def parse_dashboard(name: str, text: str) -> Dashboard:
         else:
             queries.append(LinkTemplate(query.source, query.title, query.url, query.path, query.query + params))
     if problems:
-        raise DashboardError(f"{name}: " + "; ".join(problems), details={"problems": problems})
+        raise DashboardError(f"{name}: " + "; ".join(problems), details={"problems": "; ".join(problems)})
     return Dashboard(name, data, tuple(links), tuple(queries))
 
 

@@ -106,6 +106,10 @@ def test_an_old_schema_version_and_a_link_outside_traceward_are_refused() -> Non
         parse_dashboard("bad.json", json.dumps(data))
     assert "schemaVersion must be an integer ≥ 36" in str(caught.value)
     assert "must start with ${traceward_url}/" in str(caught.value)
+    # details follow the error envelope's {field: message} shape: strings, not a list
+    problems = caught.value.details["problems"]
+    assert isinstance(problems, str)
+    assert "schemaVersion" in problems and "${traceward_url}/" in problems
 
 
 def test_an_unknown_datasource_variable_and_invalid_json_are_refused() -> None:
