@@ -226,11 +226,18 @@ async def _serve_http(runtime: Runtime) -> None:
         uvicorn.Server(uvicorn.Config(create_otlp_http_app(runtime), host=s.host, port=s.otlp_http_port,
                                       access_log=False, timeout_graceful_shutdown=5, log_level="warning", lifespan="on")),
     ]
+
+    def stop() -> None:
+        runtime.closing.set()
+        for srv in servers:
+            srv.should_exit = True
+
+    # One handler for all servers: it ends the event streams (runtime.closing) and stops every server. uvicorn
+    # (>= 0.29) also installs its own handlers with signal.signal() while serving; ours still runs, since asyncio
+    # is woken for every signal through its wakeup fd (tests/server/test_shutdown.py).
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
-        loop.add_signal_handler(sig, lambda: [runtime.closing.set(), *(setattr(srv, "should_exit", True) for srv in servers)])
-    for srv in servers:
-        srv.install_signal_handlers = lambda: None  # type: ignore[method-assign]  # we handle signals once, above
+        loop.add_signal_handler(sig, stop)
     await asyncio.gather(*(srv.serve() for srv in servers), _freeze_startup_heap(servers))
 
 
