@@ -34,10 +34,12 @@ run: $(STAMP)
 lint: $(STAMP)
 	$(BIN)/lint-imports
 	$(BIN)/ruff check otlp_receiver analysis diff governance server dashboards tests benchmarks
+	$(BIN)/mypy otlp_receiver analysis diff governance dashboards server
 
 test: $(STAMP) system-deps
 	$(BIN)/lint-imports
 	$(BIN)/ruff check otlp_receiver analysis diff governance server dashboards tests benchmarks
+	$(BIN)/mypy otlp_receiver analysis diff governance dashboards server
 	$(BIN)/python -m pytest -q tests
 	$(BIN)/python -m pytest -q benchmarks --benchmark-disable
 
