@@ -31,6 +31,7 @@ from diff.profiles import (
     get_profile,
     load_profiles,
 )
+from diff.text import Parsed, markers, text_normalizer
 from otlp_receiver.model import RedactionMeta, Step, StepDraft, StepType
 
 __all__ = [
@@ -43,13 +44,6 @@ __all__ = [
     "load_profiles",
 ]
 
-_UUID = r"[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}"
-_ISO_DATE = r"\d{4}-\d{2}-\d{2}(?:[T ]\d{2}:\d{2}(?::\d{2}(?:[.,]\d+)?)?(?:Z|[+-]\d{2}(?::?\d{2})?)?)?"
-_PLACEHOLDER_RE = re.compile(f"(?P<uuid>{_UUID})|(?P<date>{_ISO_DATE})")
-# Every UUID and ISO date holds "-hhhh-" or "-dd-dd"; this literal-led pattern is ~10x faster to
-# search than the full one, so plain prose skips the expensive substitution.
-_PLACEHOLDER_HINT = re.compile(r"-(?:[0-9a-fA-F]{4}-|\d\d-\d\d)")
-_REDACTION_RE = re.compile(r"\[REDACTED:(?:[^\]]*:)?([0-9a-fA-F]{16})\]")
 Signature: TypeAlias = tuple[str, str, str | None, str | None]
 """``(type, name, tool_name, model_name)`` of a normalized step: what alignment pairs steps by."""
 _SHAPE_FIELDS = ("type", "name", "tool_name", "model_name")
@@ -66,13 +60,6 @@ _STEP_FIELDS = (
 
 
 # --- the normalizer ------------------------------------------------------------------------------
-
-
-@dataclass(frozen=True, slots=True)
-class _Parsed:
-    """A string that held JSON, parsed (``json_text``): walked like any other value."""
-
-    value: Any
 
 
 class Normalizer:
@@ -96,10 +83,10 @@ class Normalizer:
         self._subs = rules.subs
         self._kept: set[Any] = set(rules.kept)
         self._dropped: set[Any] = set(rules.dropped)
-        self._texts: dict[str, str | _Parsed] = {}
-        self._text = _text_normalizer(profile, self._subs, self._texts)
+        self._texts: dict[str, str | Parsed] = {}
+        self._text = text_normalizer(profile, self._subs, self._texts)
         self._plain, self._plain_dict = _plain_walker(
-            self._kept, self._is_dropped_key, self._texts, self._text, _markers(profile)
+            self._kept, self._is_dropped_key, self._texts, self._text, markers(profile)
         )
         self._states = dict(rules.plan)
         self._head_plan, self._read_head = rules.head, rules.read_head
@@ -299,83 +286,11 @@ def _compile(profile: Profile) -> _Rules:
     )
 
 
-def _text_normalizer(
-    profile: Profile, subs: tuple[tuple[re.Pattern[str], str], ...], texts: dict[str, str | _Parsed]
-) -> Callable[[str], str | _Parsed]:
-    """Normalizes one string and remembers it in ``texts``; a :class:`_Parsed` when ``json_text`` found JSON.
-
-    A closure over the profile's flags: it runs for every distinct string of both runs.
-    """
-    redaction, placeholders, json_text = (
-        profile.redaction_by_fingerprint,
-        profile.placeholders,
-        profile.json_text,
-    )
-    fold = profile.ignore_whitespace or profile.ignore_case
-
-    def normalize(text: str) -> str | _Parsed:
-        original = text
-        if redaction and "[REDACTED:" in text:
-            text = _REDACTION_RE.sub(r"[REDACTED:\1]", text)
-        if placeholders and "-" in text:
-            text = _replace_placeholders(text)
-        for regex, replacement in subs:
-            text = regex.sub(replacement, text)
-        result: str | _Parsed = text
-        if json_text and text[:1] in ("[", "{") and (parsed := _parse_json(text)) is not None:
-            result = _Parsed(parsed)
-        elif fold:
-            result = _fold(text, profile)
-        texts[original] = result
-        return result
-
-    return normalize
-
-
-def _replace_placeholders(text: str) -> str:
-    """``_PLACEHOLDER_RE.sub(_placeholder, text)``, without scanning where no match can be.
-
-    A text that is one UUID or date (the usual case) is a single anchored match. Otherwise every
-    match holds a ``_PLACEHOLDER_HINT`` 8 (UUID) or 4 (date) characters after its start, so the next
-    match starts no earlier than the next hint minus 8, and there is none after the last hint (the
-    patterns look neither behind nor at anchors, so where a search starts does not change what
-    they match).
-    """
-    whole = _PLACEHOLDER_RE.match(text)
-    if whole is not None and whole.end() == len(text):
-        return "<uuid>" if whole.lastgroup == "uuid" else "<datetime>"
-    pieces: list[str] = []
-    done = 0
-    hint = _PLACEHOLDER_HINT.search(text)
-    while hint is not None:
-        match = _PLACEHOLDER_RE.search(text, max(hint.start() - 8, done))
-        if match is None:
-            break
-        pieces += (text[done : match.start()], "<uuid>" if match.lastgroup == "uuid" else "<datetime>")
-        done = match.end()
-        hint = _PLACEHOLDER_HINT.search(text, done)
-    if not pieces:
-        return text
-    pieces.append(text[done:])
-    return "".join(pieces)
-
-
-def _markers(profile: Profile) -> tuple[str, str] | None:
-    """Two substrings such that the profile leaves a string holding neither unchanged, if there are any.
-
-    Placeholders need a ``-`` (every UUID and ISO date has one) and redaction markers ``[REDACTED:``;
-    substitutions, folding and JSON parsing may change any string (``None``).
-    """
-    if profile.substitutions or profile.json_text or profile.ignore_case or profile.ignore_whitespace:
-        return None
-    return ("-" if profile.placeholders else "[REDACTED:"), "[REDACTED:"
-
-
 def _plain_walker(
     kept: set[Any],
     is_dropped_key: Callable[[Any], bool],
-    texts: dict[str, str | _Parsed],
-    normalize_text: Callable[[str], str | _Parsed],
+    texts: dict[str, str | Parsed],
+    normalize_text: Callable[[str], str | Parsed],
     markers: tuple[str, str] | None,
 ) -> tuple[Callable[[Any], Any], Callable[[Mapping[Any, Any]], dict[Any, Any]]]:
     """The walk below the last ignore pattern: drops keys, normalizes text, copies the rest.
@@ -454,12 +369,6 @@ def _signature(content: Mapping[str, Any]) -> Signature:
     )
 
 
-def _fold(text: str, profile: Profile) -> str:
-    if profile.ignore_whitespace:
-        text = " ".join(text.split())
-    return text.casefold() if profile.ignore_case else text
-
-
 _TYPE_NAMES = {kind: kind.value for kind in StepType}
 
 
@@ -512,15 +421,3 @@ def _sorted_repr(value: Any) -> Any:
     if isinstance(value, list | tuple):
         return [_sorted_repr(v) for v in value]
     return repr(value)
-
-
-def _placeholder(match: re.Match[str]) -> str:
-    return "<uuid>" if match["uuid"] else "<datetime>"
-
-
-def _parse_json(text: str) -> Any:
-    try:
-        parsed = orjson.loads(text)
-    except orjson.JSONDecodeError:
-        return None
-    return parsed if isinstance(parsed, dict | list) else None

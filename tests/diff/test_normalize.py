@@ -10,16 +10,14 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from diff.normalize import (
-    _PLACEHOLDER_RE,
     BUILTIN_PROFILES,
     Normalizer,
     Profile,
-    _placeholder,
-    _replace_placeholders,
     digest_content,
     get_profile,
     load_profiles,
 )
+from diff.text import PLACEHOLDER_RE, placeholder, replace_placeholders
 from otlp_receiver.errors import ConfigError, UnprocessableError
 from otlp_receiver.model import RedactionMeta, RedactionRuleHit, Step, StepType
 from tests.diff.fixtures import base_script, build_run
@@ -214,7 +212,7 @@ _PLACEHOLDER_TEXT = st.lists(
 @settings(max_examples=500, deadline=None)
 @given(_PLACEHOLDER_TEXT)
 def test_placeholder_fast_path_equals_the_plain_substitution(text: str) -> None:
-    assert _replace_placeholders(text) == _PLACEHOLDER_RE.sub(_placeholder, text)
+    assert replace_placeholders(text) == PLACEHOLDER_RE.sub(placeholder, text)
 
 
 def test_a_step_head_is_normalized_the_same_whether_remembered_or_not() -> None:
