@@ -311,12 +311,12 @@ def list_approvals(index: RunIndex, tenant_id: str, filters: ApprovalFilters, *,
             params.append(value)
     if cursor:
         where.append("(created_ns, approval_id) < (?, ?)")
-        params.extend(_decode_cursor(cursor))
+        params.extend(_cursor.decode_ns_key(cursor))
     rows = index.query(f"SELECT * FROM approvals WHERE {' AND '.join(where)} "
                        "ORDER BY created_ns DESC, approval_id DESC LIMIT ?", [*params, limit + 1])
     page = [_approval_from_row(r) for r in rows[:limit]]
     last = page[-1].approval if page else None
-    next_cursor = _encode_cursor(last.created_ns, last.id) if last and len(rows) > limit else None
+    next_cursor = _cursor.encode_cursor(last.created_ns, last.id) if last and len(rows) > limit else None
     return page, next_cursor
 
 
@@ -325,15 +325,6 @@ def overdue_approvals(index: RunIndex, now_ns: int, *, limit: int = 200) -> list
     rows = index.query("SELECT tenant_id, approval_id FROM approvals WHERE status = 'pending' AND expires_ns <= ? "
                        "ORDER BY expires_ns LIMIT ?", [now_ns, limit])
     return [(r["tenant_id"], r["approval_id"]) for r in rows]
-
-
-def _encode_cursor(created_ns: int, approval_id: str) -> str:
-    return _cursor.encode_cursor(created_ns, approval_id)
-
-
-def _decode_cursor(cursor: str) -> tuple[int, str]:
-    created_ns, approval_id = _cursor.decode_cursor(cursor, int, str)
-    return created_ns, approval_id
 
 
 # ---------------------------------------------------------------- binding

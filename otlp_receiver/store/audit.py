@@ -90,11 +90,11 @@ class AuditLog:
                 params.append(value)
         if cursor:
             where.append("(ts_ns, id) < (?, ?)")
-            params.extend(_decode_cursor(cursor))
+            params.extend(_cursor.decode_cursor(cursor, int, int))
         rows = self.index.query(f"SELECT * FROM audit_log WHERE {' AND '.join(where)} "
                                 "ORDER BY ts_ns DESC, id DESC LIMIT ?", [*params, limit + 1])
         page = rows[:limit]
-        next_cursor = _encode_cursor(page[-1]["ts_ns"], page[-1]["id"]) if len(rows) > limit else None
+        next_cursor = _cursor.encode_cursor(page[-1]["ts_ns"], page[-1]["id"]) if len(rows) > limit else None
         return [{**r, "details": orjson.loads(r["details"])} for r in page], next_cursor
 
     def verify(self, tenant_id: str) -> AuditVerdict:
@@ -115,12 +115,3 @@ class AuditLog:
         """Where verification starts: genesis, or the hash of the last row pruned by audit retention."""
         rows = self.index.query("SELECT last_id, last_hash FROM audit_anchors WHERE tenant_id = ?", [tenant_id])
         return (rows[0]["last_hash"], rows[0]["last_id"]) if rows else (audit_genesis(tenant_id), 0)
-
-
-def _encode_cursor(ts_ns: int, row_id: int) -> str:
-    return _cursor.encode_cursor(ts_ns, row_id)
-
-
-def _decode_cursor(cursor: str) -> tuple[int, int]:
-    ts_ns, row_id = _cursor.decode_cursor(cursor, int, int)
-    return ts_ns, row_id

@@ -29,3 +29,9 @@ def decode_cursor(cursor: str, *types: type) -> tuple[Any, ...]:
     except (ValueError, TypeError, orjson.JSONDecodeError) as exc:
         raise InvalidInputError("malformed cursor", details={"cursor": "not a cursor from this API"}) from exc
     return tuple(parts)
+
+
+def decode_ns_key(cursor: str) -> tuple[int, str]:
+    """A ``(nanoseconds, id)`` cursor, the sort key most lists page by (runs, keys, findings, approvals)."""
+    ns, key = decode_cursor(cursor, int, str)
+    return ns, key

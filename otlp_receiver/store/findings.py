@@ -169,12 +169,12 @@ def list_findings(index: RunIndex, tenant_id: str, filters: FindingFilters, *, l
         params.append(filters.detected_before_ns)
     if cursor:
         where.append("(detected_ns, finding_id) < (?, ?)")
-        params.extend(decode_cursor(cursor))
+        params.extend(_cursor.decode_ns_key(cursor))
     rows = index.query(f"SELECT * FROM findings WHERE {' AND '.join(where)} "
                        "ORDER BY detected_ns DESC, finding_id DESC LIMIT ?", [*params, limit + 1])
     page = [_finding(r) for r in rows[:limit]]
     more = len(rows) > limit
-    return page, encode_cursor(page[-1].detected_ns, page[-1].finding_id) if more else None
+    return page, _cursor.encode_cursor(page[-1].detected_ns, page[-1].finding_id) if more else None
 
 
 def run_findings(index: RunIndex, tenant_id: str, run_id: str) -> list[StoredFinding]:
@@ -192,17 +192,6 @@ def finding_to_dict(f: StoredFinding) -> dict[str, Any]:
     """A finding as plain JSON-ready data."""
     return {"finding_id": f.finding_id, "run_id": f.run_id, "kind": f.kind, "severity": f.severity,
             "message": f.message, "step_seqs": list(f.step_seqs), "detected_ns": f.detected_ns, "agent": f.agent}
-
-
-def encode_cursor(ns: int, key: str) -> str:
-    """Opaque keyset cursor after ``(ns, key)``."""
-    return _cursor.encode_cursor(ns, key)
-
-
-def decode_cursor(cursor: str) -> tuple[int, str]:
-    """Inverse of :func:`encode_cursor`; a malformed cursor is the client's error."""
-    ns, key = _cursor.decode_cursor(cursor, int, str)
-    return ns, key
 
 
 # -- feedback --------------------------------------------------------------------------------------------------
@@ -244,13 +233,13 @@ def list_feedback(index: RunIndex, tenant_id: str, *, run_id: str | None = None,
             params.append(value)
     if cursor:
         where.append("(created_ns, feedback_id) < (?, ?)")
-        params.extend(decode_cursor(cursor))
+        params.extend(_cursor.decode_ns_key(cursor))
     rows = index.query(f"SELECT * FROM feedback WHERE {' AND '.join(where)} "
                        "ORDER BY created_ns DESC, feedback_id DESC LIMIT ?", [*params, limit + 1])
     page = [Feedback(r["feedback_id"], r["run_id"], r["score"], r["label"], r["comment"], r["created_ns"],
                      r["created_by"]) for r in rows[:limit]]
     more = len(rows) > limit
-    return page, encode_cursor(page[-1].created_ns, page[-1].feedback_id) if more else None
+    return page, _cursor.encode_cursor(page[-1].created_ns, page[-1].feedback_id) if more else None
 
 
 def feedback_summary(index: RunIndex, tenant_id: str, *, started_after_ns: int | None,

@@ -44,17 +44,6 @@ class RunFilters:
     min_cost_usd: float | None = None
 
 
-def encode_cursor(started_ns: int, run_id: str) -> str:
-    """Opaque cursor for the position after ``(started_ns, run_id)``."""
-    return _cursor.encode_cursor(started_ns, run_id)
-
-
-def decode_cursor(cursor: str) -> tuple[int, str]:
-    """Inverse of :func:`encode_cursor`; a malformed cursor is the client's error."""
-    started_ns, run_id = _cursor.decode_cursor(cursor, int, str)
-    return started_ns, run_id
-
-
 class RunIndex:
     """SQLite state: runs, facets, the span index, the WAL checkpoint and ingest keys."""
 
@@ -130,10 +119,10 @@ class RunIndex:
     def list_runs(self, tenant_id: str, filters: RunFilters, *, limit: int,
                   cursor: str | None = None) -> tuple[list[Run], str | None]:
         """A page of runs, newest first, and the cursor of the next page (None at the end)."""
-        sql, params = _list_sql(tenant_id, filters, limit + 1, decode_cursor(cursor) if cursor else None)
+        sql, params = _list_sql(tenant_id, filters, limit + 1, _cursor.decode_ns_key(cursor) if cursor else None)
         rows = self.query(sql, params)
         runs = [row_to_run(r) for r in rows[:limit]]
-        next_cursor = encode_cursor(runs[-1].started_ns, runs[-1].run_id) if len(rows) > limit else None
+        next_cursor = _cursor.encode_cursor(runs[-1].started_ns, runs[-1].run_id) if len(rows) > limit else None
         return runs, next_cursor
 
     def count_runs(self, tenant_id: str) -> int:

@@ -156,11 +156,11 @@ class KeyStore:
             params.extend([now, now])
         if cursor:
             where.append("(created_ns, key_id) < (?, ?)")
-            params.extend(_decode_cursor(cursor))
+            params.extend(_cursor.decode_ns_key(cursor))
         rows = self.index.query(f"SELECT * FROM api_keys WHERE {' AND '.join(where)} "
                                 "ORDER BY created_ns DESC, key_id DESC LIMIT ?", [*params, limit + 1])
         records = [_from_row(r) for r in rows[:limit]]
-        next_cursor = _encode_cursor(records[-1].created_ns, records[-1].key_id) if len(rows) > limit else None
+        next_cursor = _cursor.encode_cursor(records[-1].created_ns, records[-1].key_id) if len(rows) > limit else None
         return records, next_cursor
 
     def count_active(self, tenant_id: str, *, role: str | None = None) -> int:
@@ -229,10 +229,3 @@ def _from_row(row: dict[str, Any]) -> KeyRecord:
     return KeyRecord(**fields)
 
 
-def _encode_cursor(created_ns: int, key_id: str) -> str:
-    return _cursor.encode_cursor(created_ns, key_id)
-
-
-def _decode_cursor(cursor: str) -> tuple[int, str]:
-    created_ns, key_id = _cursor.decode_cursor(cursor, int, str)
-    return created_ns, key_id
