@@ -19,7 +19,6 @@ What counts as an execution, and where its token and arguments are read from:
 
 from __future__ import annotations
 
-import hashlib
 import logging
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
@@ -35,8 +34,9 @@ from governance.store import AuditEntry
 from governance.tokens import SigningKeys
 from otlp_receiver.errors import AppError
 from otlp_receiver.model import Span as OtelSpan
-from otlp_receiver.model import SpanId, StepDraft, StepType, TraceId
+from otlp_receiver.model import StepDraft, StepType
 from otlp_receiver.store.index import RunIndex
+from server.step_recorder import derived_span_id, server_step
 
 logger = logging.getLogger(__name__)
 
@@ -213,12 +213,9 @@ def violation_step(ex: Execution, record: store.BindingRecord) -> StepDraft:
     """The ``policy`` step that shows a violation in the run, under the execution it is about."""
     payload = {"binding": record.binding, "tool_name": ex.tool, "executed_span_id": ex.span_id,
                "jti": record.jti, "finding": "policy_violation"}
-    return StepDraft(
-        trace_id=TraceId(ex.trace_id), span_id=SpanId(derived_span_id("binding", ex.trace_id, ex.span_id)),
-        parent_span_id=SpanId(ex.span_id), type=StepType.POLICY, name=f"binding {record.binding}",
-        start_ns=ex.started_ns, end_ns=ex.started_ns, status="error", tool_name=ex.tool,
-        error_type="binding_violation", error_message=f"tool {ex.tool!r} executed with binding {record.binding}",
-        payload={k: v for k, v in payload.items() if v is not None})
+    return server_step(ex.trace_id, derived_span_id("binding", ex.trace_id, ex.span_id), ex.span_id,
+                       StepType.POLICY, f"binding {record.binding}", ex.started_ns, payload, status="error",
+                       tool=ex.tool, error=_violation_error(ex, record))
 
 
 def linked_execution_step(ex: Execution, record: store.BindingRecord) -> StepDraft:
@@ -227,15 +224,10 @@ def linked_execution_step(ex: Execution, record: store.BindingRecord) -> StepDra
     payload = {"binding": record.binding, "tool_name": ex.tool, "linked_run_id": ex.trace_id,
                "executed_span_id": ex.span_id, "jti": record.jti}
     ok = record.binding not in VIOLATIONS
-    return StepDraft(
-        trace_id=TraceId(ex.decided_trace_id), span_id=SpanId(derived_span_id("linked", ex.trace_id, ex.span_id)),
-        parent_span_id=None, type=StepType.POLICY, name=f"executed in linked run ({record.binding})",
-        start_ns=ex.started_ns, end_ns=ex.started_ns, status="ok" if ok else "error", tool_name=ex.tool,
-        error_type=None if ok else "binding_violation",
-        error_message=None if ok else f"tool {ex.tool!r} executed with binding {record.binding}",
-        payload={k: v for k, v in payload.items() if v is not None})
+    return server_step(ex.decided_trace_id, derived_span_id("linked", ex.trace_id, ex.span_id), None,
+                       StepType.POLICY, f"executed in linked run ({record.binding})", ex.started_ns, payload,
+                       status="ok" if ok else "error", tool=ex.tool, error=None if ok else _violation_error(ex, record))
 
 
-def derived_span_id(*parts: str) -> str:
-    """A stable span id for a server-made step, so re-recording it is deduplicated by the receiver."""
-    return hashlib.sha256("/".join(parts).encode()).hexdigest()[:16]
+def _violation_error(ex: Execution, record: store.BindingRecord) -> tuple[str, str]:
+    return "binding_violation", f"tool {ex.tool!r} executed with binding {record.binding}"

@@ -42,12 +42,12 @@ from governance.tokens import MAX_TTL_S, SigningKeys, issue_token
 from otlp_receiver.chain import canonical_json
 from otlp_receiver.errors import ConflictError, InvalidInputError, NotFoundError
 from otlp_receiver.model import Span as OtelSpan
-from otlp_receiver.model import SpanId, StepDraft, StepType, TraceId
+from otlp_receiver.model import StepDraft, StepType
 from otlp_receiver.store.index import RunIndex
 from server.auth import Principal
-from server.binding import Binder, derived_span_id
+from server.binding import Binder
 from server.settings import Settings
-from server.step_recorder import RecordSteps, StepRecorder
+from server.step_recorder import RecordSteps, StepRecorder, derived_span_id, server_step
 
 logger = logging.getLogger(__name__)
 
@@ -329,7 +329,7 @@ class Governance:
                    "environment": request.environment, "context": context.to_dict() or None,
                    "policy_id": active.policy_id if active else None}
         del payload["tool"]
-        step = _step(trace_id, secrets.token_hex(8), span_id, StepType.POLICY, f"decision {request.tool_name}",
+        step = server_step(trace_id, secrets.token_hex(8), span_id, StepType.POLICY, f"decision {request.tool_name}",
                      now_ns, payload, tool=request.tool_name, agent=request.agent)
         audit = AuditEntry(principal.actor, "policy.decision", trace_id, details | {"decided_ns": now_ns})
         return PendingDecision(outcome, tenant, project, audit, step)
@@ -373,7 +373,7 @@ class Governance:
                               audit=AuditEntry(principal.actor, "break_glass.issue", trace_id, details))
         payload = {**details, "decision": "allow", "reason_code": "break_glass", "args": dict(request.args),
                    "issued_by": principal.actor}
-        self.recorder.add(tenant, project, _step(trace_id, secrets.token_hex(8), span_id, StepType.POLICY,
+        self.recorder.add(tenant, project, server_step(trace_id, secrets.token_hex(8), span_id, StepType.POLICY,
                                                  f"BREAK-GLASS {request.tool_name}", now_ns, payload,
                                                  tool=request.tool_name))
         return DecisionOutcome(Decision("allow", "break_glass"), None, token=token, token_id=token_id,
@@ -559,20 +559,7 @@ def _as_of(record: ApprovalRecord, now_ns: int) -> ApprovalRecord:
     return ApprovalRecord(expire(record.approval, now_ns=now_ns), record.token, record.token_id)
 
 
-# ---------------------------------------------------------------- tool spans
-
-
 # ---------------------------------------------------------------- server-made steps
-
-
-def _step(trace_id: str, span_id: str, parent: str | None, step_type: StepType, name: str, ts_ns: int,
-          payload: Mapping[str, Any], *, status: str = "ok", tool: str | None = None, agent: str | None = None,
-          error: tuple[str, str] | None = None) -> StepDraft:
-    return StepDraft(trace_id=TraceId(trace_id), span_id=SpanId(span_id),
-                     parent_span_id=SpanId(parent) if parent else None, type=step_type, name=name,
-                     start_ns=ts_ns, end_ns=ts_ns, status=status, tool_name=tool, agent_name=agent,
-                     error_type=error[0] if error else None, error_message=error[1] if error else None,
-                     payload={k: v for k, v in payload.items() if v is not None})
 
 
 def _approval_step(record: ApprovalRecord) -> StepDraft:
@@ -580,7 +567,7 @@ def _approval_step(record: ApprovalRecord) -> StepDraft:
     payload = {"approval_id": a.id, "status": a.status, "tool_name": a.tool, "decided_by": a.decided_by,
                "reason": a.reason, "args": dict(a.approved_args), "edited": a.edited_args is not None,
                "jti": record.token_id, "policy_version": a.policy_version, "requested_by": a.requested_by}
-    return _step(a.trace_id, derived_span_id("approval", a.id, a.status), a.span_id, StepType.APPROVAL,
+    return server_step(a.trace_id, derived_span_id("approval", a.id, a.status), a.span_id, StepType.APPROVAL,
                  f"approval {a.status} {a.tool}", a.decided_ns or time.time_ns(), payload, tool=a.tool,
                  agent=a.agent)
 

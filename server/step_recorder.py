@@ -7,15 +7,17 @@ which the flusher also holds.
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import threading
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any
 
 from governance import store
 from governance.store import AuditEntry
 from otlp_receiver.errors import AppError
-from otlp_receiver.model import StepDraft
+from otlp_receiver.model import SpanId, StepDraft, StepType, TraceId
 from otlp_receiver.store.index import RunIndex
 
 logger = logging.getLogger(__name__)
@@ -126,3 +128,19 @@ class StepRecorder:
             if self._stop.wait(min(remaining, AUDIT_CADENCE_S)):
                 break
         self._wake.clear()
+
+
+def server_step(trace_id: str, span_id: str, parent: str | None, step_type: StepType, name: str, ts_ns: int,
+                payload: Mapping[str, Any], *, status: str = "ok", tool: str | None = None, agent: str | None = None,
+                error: tuple[str, str] | None = None) -> StepDraft:
+    """A step the server makes (decision, approval, binding outcome): instantaneous, None values left out."""
+    return StepDraft(trace_id=TraceId(trace_id), span_id=SpanId(span_id),
+                     parent_span_id=SpanId(parent) if parent else None, type=step_type, name=name,
+                     start_ns=ts_ns, end_ns=ts_ns, status=status, tool_name=tool, agent_name=agent,
+                     error_type=error[0] if error else None, error_message=error[1] if error else None,
+                     payload={k: v for k, v in payload.items() if v is not None})
+
+
+def derived_span_id(*parts: str) -> str:
+    """A stable span id for a server-made step, so re-recording it is deduplicated by the receiver."""
+    return hashlib.sha256("/".join(parts).encode()).hexdigest()[:16]
