@@ -122,3 +122,14 @@ def test_ungated_tools_and_other_rest_steps_are_not_flagged(server: LiveServer) 
     steps = wait_steps(server, run_id, lambda s: any(x["span_id"] == model_span for x in s))
     assert next(x for x in steps if x["span_id"] == model_span)["binding"] is None
     assert not any(x["type"] == "policy" for x in steps)
+
+
+@pytest.mark.parametrize("recorded", [12345, "not json at all", "[1, 2, 3]", {"amount": "40", "to": "bob"}])
+def test_rest_arguments_that_are_not_the_approved_object_are_an_args_mismatch(server: LiveServer,
+                                                                                recorded: Any) -> None:
+    run_id, span_id = _run(server), secrets.token_hex(8)
+    token = _token(server, run_id, span_id)
+    _append(server, run_id, span_id=span_id, tool_name="payments.send", decision_token=token,
+            payload={"input": recorded})
+    assert _tool_step(server, run_id, span_id)["binding"] == "args_mismatch"
+    assert server.get("/healthz").status_code == 200
