@@ -18,7 +18,7 @@ import hmac
 import os
 import secrets
 import threading
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -75,9 +75,9 @@ class TenantRedaction:
                     tenant_id, Redactor(self._policies.get(tenant_id, self._base), fingerprint_key=key))
         return found
 
-    def span(self, tenant_id: str, span: Span) -> tuple[Span, RedactionMeta]:
-        """Redact one span for a tenant."""
-        return self.redactor(tenant_id).redact_span(span)
+    def spans(self, tenant_id: str, spans: Sequence[Span]) -> list[tuple[Span, RedactionMeta]]:
+        """Redact a batch of spans for a tenant."""
+        return self.redactor(tenant_id).redact_spans(spans)
 
     def payload(self, tenant_id: str, payload: Mapping[str, Any]) -> tuple[Mapping[str, Any], RedactionMeta]:
         """Redact one JSON payload for a tenant."""

@@ -116,6 +116,17 @@ class RunIndex:
         rows = self.query("SELECT * FROM runs WHERE tenant_id = ? AND run_id = ?", [tenant_id, run_id])
         return rows[0] if rows else None
 
+    def step_counts(self, tenant_id: str, run_ids: Sequence[str]) -> dict[str, int]:
+        """run_id → step_count of those of these runs the index has (one query per 500 ids)."""
+        found: dict[str, int] = {}
+        for start in range(0, len(run_ids), 500):
+            chunk = list(run_ids[start:start + 500])
+            marks = ",".join("?" * len(chunk))
+            rows = self.query(f"SELECT run_id, step_count FROM runs WHERE tenant_id = ? AND run_id IN ({marks})",
+                              [tenant_id, *chunk])
+            found.update((r["run_id"], r["step_count"]) for r in rows)
+        return found
+
     def list_runs(self, tenant_id: str, filters: RunFilters, *, limit: int,
                   cursor: str | None = None) -> tuple[list[Run], str | None]:
         """A page of runs, newest first, and the cursor of the next page (None at the end)."""

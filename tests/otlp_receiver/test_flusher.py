@@ -220,3 +220,29 @@ def test_chains_continue_across_batches_and_restarts() -> None:
             verdict = verify_chain(TENANT, run_id, steps.to_dicts(), expected_head=row["head_hash"],
                                    expected_count=row["step_count"])
             assert verdict.ok and verdict.steps_checked == 14
+
+
+def test_a_batch_of_new_and_stored_runs_looks_the_runs_up_in_one_query() -> None:
+    """Seqs continue after a restart (the sequencer reloads step counts from the index) and spans of runs
+    already stored are deduplicated; the lookup is one query per batch, not one per run."""
+    with stores() as s:
+        stored = [agent_trace() for _ in range(3)]
+        for trace in stored:
+            s.send(trace)
+        s.pipeline.sequencer = s.flusher.sequencer = Sequencer(s.index)  # a restart: nothing cached
+        queries: list[str] = []
+        real_query = s.index.query
+        s.index.query = lambda sql, params=(): queries.append(sql) or real_query(sql, params)  # type: ignore[method-assign]
+        late = [make_child(trace[0], name="late step") for trace in stored]
+        fresh = [agent_trace() for _ in range(5)]
+        s.pipeline.ingest_spans(TENANT, PROJECT, [*late, *stored[1], *(span for t in fresh for span in t)])
+        assert sum("FROM runs" in q for q in queries) == 1
+        s.index.query = real_query  # type: ignore[method-assign]
+        while s.flusher.flush_once():
+            pass
+        for trace in stored:
+            run = s.index.get_run_row(TENANT, trace[0].trace_id)
+            assert run is not None and run["step_count"] == len(trace) + 1  # the late step, no duplicates
+            seqs = (s.flusher.steps.scan(TENANT).filter(pl.col("run_id") == trace[0].trace_id)
+                    .select("seq").collect()["seq"].sort().to_list())
+            assert seqs == list(range(len(trace) + 1))

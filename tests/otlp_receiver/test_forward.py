@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import random
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from concurrent import futures
 from dataclasses import replace
 from pathlib import Path
@@ -194,7 +194,11 @@ def _request(body: bytes) -> Any:
 class MaskEverything:
     """A Redaction that masks the attribute ``secret`` of every span."""
 
-    def span(self, tenant_id: str, span: Span) -> tuple[Span, RedactionMeta]:
+    def spans(self, tenant_id: str, spans: Sequence[Span]) -> list[tuple[Span, RedactionMeta]]:
+        return [self._one(span) for span in spans]
+
+    @staticmethod
+    def _one(span: Span) -> tuple[Span, RedactionMeta]:
         if "secret" not in span.attributes:
             return span, RedactionMeta()
         return (replace(span, attributes={**span.attributes, "secret": "[REDACTED]"}),

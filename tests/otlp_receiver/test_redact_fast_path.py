@@ -3,6 +3,7 @@ decides whether the exact pass runs: with it, a span comes out exactly as the ex
 
 from __future__ import annotations
 
+import copy
 from typing import Any
 
 from hypothesis import HealthCheck, given, settings
@@ -43,3 +44,41 @@ def test_a_key_shape_seen_clean_is_still_masked_when_its_value_is_maskable() -> 
     out, meta = redactor.redact_span(make_span({"api_key": "k-123", "note": "hi"}))
     assert out.attributes["api_key"].startswith("[REDACTED:key.api_key:")
     assert meta.paths == ("$.attributes['api_key']",)
+
+
+# A secret split over the end of one span's strings and the start of the next (the batch scan joins them).
+_halves = st.sampled_from(["", "jane.roe@", "example.org", "5555 5555", " 5555 4444", '{"pass', 'word": "x"}', "note"])
+
+
+@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(st.lists(st.tuples(attributes, _halves, _halves), min_size=0, max_size=6), st.sampled_from([DEFAULT, CUSTOM]))
+def test_a_batch_is_redacted_exactly_as_each_span_alone(
+        batch: list[tuple[dict[str, Any], str, str]], redactor: Redactor) -> None:
+    spans = [make_span({**attrs, "tail": tail}, name=head) for attrs, head, tail in batch]
+    assert redactor.redact_spans(spans) == [_Rewrite(redactor, is_upstream_redacted(s)).span(s) for s in spans]
+
+
+def test_one_scan_per_clean_batch_and_every_dirty_span_found() -> None:
+    """The fast path's point: a clean batch is one RE2 call, not one per span (each call drops the GIL)."""
+    calls = []
+
+    class Counting:
+        def __init__(self, inner: Any) -> None:
+            self.inner = inner
+
+        def Match(self, *args: Any) -> Any:  # noqa: N802 - RE2's name
+            calls.append(args[2:])
+            return self.inner.Match(*args)
+
+    policy = copy.copy(RedactionPolicy.default())  # the default policy is shared: count on a copy
+    policy.detect = Counting(policy.detect)
+    redactor = Redactor(policy, fingerprint_key=KEY)
+    clean = [make_span({"note": f"step {i}", "gen_ai.request.model": "gpt-4o"}, name=f"chat {i}") for i in range(200)]
+    assert all(meta.is_empty() for _, meta in redactor.redact_spans(clean))
+    assert len(calls) == 1
+    dirty = list(clean)
+    for i in (0, 57, 199):
+        dirty[i] = make_span({"note": "mail jane.roe@example.org"}, name="chat")
+    out = redactor.redact_spans(dirty)
+    assert [i for i, (_, meta) in enumerate(out) if not meta.is_empty()] == [0, 57, 199]
+    assert "jane.roe@example.org" not in repr(out)
