@@ -33,7 +33,7 @@ from server.verify import Verifier
 TENANT, PROJECT, RUN = "bench", "default", "5bf92f3577b34da6a3ce929d0e0e4736"
 FULL_STEPS, QUICK_STEPS, BATCH = 1_000_000, 10_000, 100_000
 DAY = time.strftime("%Y-%m-%d", time.gmtime(START_NS / 1e9))
-_SPAN_COLUMNS = ("tenant_id", "run_id", "span_id", "seq", "type", "status", "day", "start_ns", "end_ns")
+SPAN_COLUMNS = ("tenant_id", "run_id", "span_id", "seq", "type", "status", "day", "start_ns", "end_ns")
 
 
 @dataclass
@@ -46,7 +46,7 @@ class StoredRun:
     count: int
 
 
-def _rows(first: int, count: int, prev: str) -> tuple[dict[str, list[Any]], str]:
+def chained_rows(first: int, count: int, prev: str, *, tenant: str = TENANT) -> tuple[dict[str, list[Any]], str]:
     """``count`` chained step rows from seq ``first`` (every STEP column), and the last chain hash."""
     cols: dict[str, list[Any]] = {name: [] for name in STEP_COLUMN_NAMES}
     meta_text = orjson.dumps(META).decode()
@@ -57,7 +57,7 @@ def _rows(first: int, count: int, prev: str) -> tuple[dict[str, list[Any]], str]
         record = step_record(seq=seq, type="model", name="chat gpt-4o-mini", trace_id=RUN, span_id=f"{seq + 1:016x}",
                              parent_span_id="00f067aa0ba902b7", start_ns=start, payload_hash=p_hash, redaction_meta=meta)
         c_hash = chain_hash(prev, record)
-        row = {"tenant_id": TENANT, "project_id": PROJECT, "day": DAY, "run_id": RUN, "step_id": f"step-{seq}",
+        row = {"tenant_id": tenant, "project_id": PROJECT, "day": DAY, "run_id": RUN, "step_id": f"step-{seq}",
                "seq": seq, "type": "model", "name": "chat gpt-4o-mini", "status": "ok", "kind": 3, "trace_id": RUN,
                "span_id": f"{seq + 1:016x}", "parent_span_id": "00f067aa0ba902b7", "start_ns": start,
                "end_ns": start + 500, "duration_ns": 500, "model_name": "gpt-4o-mini", "provider": "openai",
@@ -70,20 +70,21 @@ def _rows(first: int, count: int, prev: str) -> tuple[dict[str, list[Any]], str]
     return cols, prev
 
 
-def _write(path: Path, count: int) -> StoredRun:
+def write_run(path: Path, count: int, *, tenant: str = TENANT) -> StoredRun:
+    """A sealed ``count``-step run of ``tenant`` in the stores of the data dir ``path``."""
     index, steps, keys = RunIndex(path / "traceward.sqlite3"), StepTable(path / "steps"), SigningKeys.generate()
-    prev = genesis_hash(TENANT, RUN)
+    prev = genesis_hash(tenant, RUN)
     for first in range(0, count, BATCH):
-        cols, prev = _rows(first, min(BATCH, count - first), prev)
+        cols, prev = chained_rows(first, min(BATCH, count - first), prev, tenant=tenant)
         steps.append(pa.table(cols), wal_end=first + 1)
         with index.transaction() as db:
-            db.conn.executemany(f"INSERT INTO spans ({','.join(_SPAN_COLUMNS)}) VALUES ({','.join('?' * 9)})",
-                                zip(*(cols[c] for c in _SPAN_COLUMNS), strict=True))
+            db.conn.executemany(f"INSERT INTO spans ({','.join(SPAN_COLUMNS)}) VALUES ({','.join('?' * 9)})",
+                                zip(*(cols[c] for c in SPAN_COLUMNS), strict=True))
     with index.transaction() as db:
         db.execute("INSERT INTO runs (tenant_id, project_id, run_id, trace_id, status, started_ns, step_count, "
                    "head_hash, updated_ns) VALUES (?, ?, ?, ?, 'succeeded', ?, ?, ?, ?)",
-                   [TENANT, PROJECT, RUN, RUN, START_NS, count, prev, time.time_ns()])
-    RunSealer(index, AuditLog(index), lambda: keys, idle_s=0, interval_s=0).seal_now(TENANT, RUN, trigger="final")
+                   [tenant, PROJECT, RUN, RUN, START_NS, count, prev, time.time_ns()])
+    RunSealer(index, AuditLog(index), lambda: keys, idle_s=0, interval_s=0).seal_now(tenant, RUN, trigger="final")
     return StoredRun(index, steps, keys, count)
 
 
@@ -91,7 +92,7 @@ def _write(path: Path, count: int) -> StoredRun:
 def stored_run(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Iterator[StoredRun]:
     count = QUICK_STEPS if request.config.getoption("benchmark_disable", default=False) else FULL_STEPS
     started = time.perf_counter()
-    stored = _write(tmp_path_factory.mktemp("verify-bench"), count)
+    stored = write_run(tmp_path_factory.mktemp("verify-bench"), count)
     print(f"\nwrote {count} chained steps through the store in {time.perf_counter() - started:.1f} s")
     yield stored
 

@@ -12,7 +12,6 @@ from datetime import UTC, datetime
 from typing import Any
 
 import msgspec
-import orjson
 
 from otlp_receiver.errors import InvalidInputError
 from otlp_receiver.model import Run
@@ -21,12 +20,22 @@ from otlp_receiver.store.findings import StoredFinding
 _NS = 1_000_000_000
 
 
+_SECOND_TEXT: dict[int, str] = {}
+"""Second → ``2026-11-22T23:49:01``: steps of a page mostly share their seconds (bounded, cleared when full)."""
+
+
 def rfc3339(ns: int | None) -> str | None:
     """Integer nanoseconds → ``2026-11-22T23:49:01.123456789Z``."""
     if ns is None:
         return None
     seconds, frac = divmod(ns, _NS)
-    return datetime.fromtimestamp(seconds, tz=UTC).strftime("%Y-%m-%dT%H:%M:%S") + f".{frac:09d}Z"
+    text = _SECOND_TEXT.get(seconds)
+    if text is None:
+        text = datetime.fromtimestamp(seconds, tz=UTC).strftime("%Y-%m-%dT%H:%M:%S")
+        if len(_SECOND_TEXT) >= 4096:
+            _SECOND_TEXT.clear()
+        _SECOND_TEXT[seconds] = text
+    return f"{text}.{frac:09d}Z"
 
 
 def parse_time(text: str, *, field: str) -> int:
@@ -70,15 +79,18 @@ def run_to_json(run: Run) -> dict[str, Any]:
 
 
 def step_to_json(row: dict[str, Any], *, orphan: bool = False) -> dict[str, Any]:
-    """A steps-table row → the API Step object."""
+    """A steps-table row → the API Step object.
+
+    The payload and redaction_meta go out as the JSON text stored (``msgspec.Raw``, which the response
+    encoder writes as is): the canonical JSON the chain hashes, not decoded and encoded again per step."""
     tokens = {k: row[f"tokens_{k}"] for k in ("in", "out", "total", "cache_read", "cache_write", "reasoning")}
     return {
         "step_id": row["step_id"], "run_id": row["run_id"], "seq": row["seq"], "ts": rfc3339(row["start_ns"]),
         "end_ts": rfc3339(row["end_ns"]), "ts_ns": row["start_ns"], "end_ts_ns": row["end_ns"],
         "duration_ms": row["duration_ns"] / 1e6, "type": row["type"], "name": row["name"],
-        "status": row["status"], "schema_version": row["schema_version"], "payload": orjson.loads(row["payload"]),
+        "status": row["status"], "schema_version": row["schema_version"], "payload": msgspec.Raw(row["payload"]),
         "payload_hash": row["payload_hash"], "prev_hash": row["prev_hash"], "chain_hash": row["chain_hash"],
-        "redaction_meta": orjson.loads(row["redaction_meta"]) if row["redaction_meta"] else None,
+        "redaction_meta": msgspec.Raw(row["redaction_meta"]) if row["redaction_meta"] else None,
         "tool_name": row["tool_name"], "tool_call_id": row["tool_call_id"], "model_name": row["model_name"],
         "provider": row["provider"], "agent_name": row["agent_name"], "trace_id": row["trace_id"],
         "span_id": row["span_id"], "parent_span_id": row["parent_span_id"], "orphan": orphan,

@@ -153,9 +153,14 @@ class StepTable:
                                extra_columns="ignore", schema=pl.Schema(STEP_SCHEMA))
 
     def run_frame(self, tenant_id: str, run_id: str, days: Sequence[str], *, after_seq: int = -1,
-                  limit: int | None = None, types: Sequence[str] | None = None) -> pl.LazyFrame:
-        """A lazy frame of one run's steps in seq order, after ``after_seq``, at most ``limit`` rows."""
-        lf = self.scan(tenant_id, days).filter((pl.col("run_id") == run_id) & (pl.col("seq") > after_seq))
+                  limit: int | None = None, types: Sequence[str] | None = None,
+                  max_seq: int | None = None) -> pl.LazyFrame:
+        """A lazy frame of one run's steps in seq order, after ``after_seq`` (and up to ``max_seq``, which
+        lets the scan skip the row groups past a page), at most ``limit`` rows."""
+        in_range = pl.col("seq") > after_seq
+        if max_seq is not None:
+            in_range &= pl.col("seq") <= max_seq
+        lf = self.scan(tenant_id, days).filter((pl.col("run_id") == run_id) & in_range)
         if types:
             lf = lf.filter(pl.col("type").is_in(list(types)))
         lf = lf.sort("seq")
@@ -164,12 +169,13 @@ class StepTable:
         return lf
 
     def read_run(self, tenant_id: str, run_id: str, days: Sequence[str], *, after_seq: int = -1,
-                 limit: int | None = None, types: Sequence[str] | None = None) -> pl.DataFrame:
-        """Steps of one run in seq order, after ``after_seq``, at most ``limit`` rows."""
+                 limit: int | None = None, types: Sequence[str] | None = None,
+                 max_seq: int | None = None) -> pl.DataFrame:
+        """Steps of one run in seq order, after ``after_seq`` and up to ``max_seq``, at most ``limit`` rows."""
         for attempt in (1, 2):
             try:
                 return self.run_frame(tenant_id, run_id, days, after_seq=after_seq, limit=limit,
-                                      types=types).collect()
+                                      types=types, max_seq=max_seq).collect()
             except FileNotFoundError:
                 # A compaction vacuumed a file of the snapshot we listed: list the files again, once.
                 if attempt == 2:

@@ -105,11 +105,12 @@ class RunsController(Controller):
         """A page of steps after the cursor; orphans (parent never arrived) are flagged."""
         tenant = current_principal(request).tenant_id
         run_id = ingest.normalise_run_id(run_id)
-        if runtime.index.get_run_row(tenant, run_id) is None:
+        run = runtime.index.get_run_row(tenant, run_id)
+        if run is None:
             raise NotFoundError(f"run {run_id} not found")
         types = _types(type)
         after = decode_seq_cursor(cursor) if cursor else -1
-        rows = read_step_page(runtime, tenant, run_id, after, limit + 1, types)
+        rows = read_step_page(runtime, tenant, run_id, after, limit + 1, types, step_count=run["step_count"])
         page = rows[:limit]
         orphans = _orphans(runtime, tenant, run_id, page)
         steps = [step_to_json(r, orphan=r["span_id"] in orphans) for r in page]
@@ -158,20 +159,31 @@ def _types(spec: str | None) -> list[str] | None:
 
 
 def read_step_page(runtime: Runtime, tenant: str, run_id: str, after: int, limit: int,
-                   types: list[str] | None) -> list[dict[str, Any]]:
-    """Read steps after ``after`` from the partitions (days) that hold them."""
-    if types:
-        days_rows = runtime.index.query(
-            "SELECT DISTINCT day FROM spans WHERE tenant_id = ? AND run_id = ? AND seq > ?", [tenant, run_id, after])
-    else:
-        days_rows = runtime.index.query(
-            "SELECT DISTINCT day FROM spans WHERE tenant_id = ? AND run_id = ? AND seq > ? AND seq <= ?",
-            [tenant, run_id, after, after + limit])
-    days = [r["day"] for r in days_rows]
+                   types: list[str] | None, *, step_count: int) -> list[dict[str, Any]]:
+    """Read steps after ``after`` from the partitions (days) that hold them.
+
+    Seqs of a run are dense (0 … step_count - 1), so an unfiltered page is the seq range (after, after + limit]:
+    bounding the scan by it keeps a deep page of a 100,000-step run as cheap as the first. Should a page come
+    back short of steps the run has, it is read again without the bound."""
+    bound = None if types else after + limit
+    rows = _read_steps(runtime, tenant, run_id, after, limit, types, bound)
+    if bound is not None and len(rows) < limit and after + len(rows) + 1 < step_count:
+        rows = _read_steps(runtime, tenant, run_id, after, limit, types, None)
+    return rows
+
+
+def _read_steps(runtime: Runtime, tenant: str, run_id: str, after: int, limit: int, types: list[str] | None,
+                bound: int | None) -> list[dict[str, Any]]:
+    sql = "SELECT DISTINCT day FROM spans WHERE tenant_id = ? AND run_id = ? AND seq > ?"
+    params: list[Any] = [tenant, run_id, after]
+    if bound is not None:
+        sql += " AND seq <= ?"
+        params.append(bound)
+    days = [r["day"] for r in runtime.index.query(sql, params)]
     if not days:
         return []
-    frame = runtime.steps.read_run(tenant, run_id, days, after_seq=after, limit=limit, types=types)
-    return frame.to_dicts()
+    return runtime.steps.read_run(tenant, run_id, days, after_seq=after, limit=limit, types=types,
+                                  max_seq=bound).to_dicts()
 
 
 def _orphans(runtime: Runtime, tenant: str, run_id: str, rows: list[dict[str, Any]]) -> set[str]:
