@@ -44,6 +44,7 @@ from otlp_receiver.conventions import (
     resolve_tool_name,
     resolve_usage,
 )
+from otlp_receiver.json_value import parse_json_text
 from otlp_receiver.key_profile import key_profile
 from otlp_receiver.model import (
     RedactionMeta,
@@ -55,7 +56,7 @@ from otlp_receiver.model import (
     StepDraft,
     StepType,
 )
-from otlp_receiver.payload import build_payload, parse_json_text
+from otlp_receiver.payload import build_payload
 from otlp_receiver.usage import UsageTotals, total_usage
 
 __all__ = ["UsageTotals", "map_span", "step_fields", "summarize_runs", "total_usage"]

@@ -7,19 +7,16 @@ JSON strings holding objects or arrays are parsed; flattened message lists (Open
 made JSON-compatible (bytes → base64, non-finite floats and out-of-range ints → strings, depth capped),
 and nothing here raises on a bad attribute value.
 
-Pure: imports the standard library, orjson and ``otlp_receiver``'s model and conventions.
+Pure: imports the standard library and ``otlp_receiver``'s model, conventions and JSON helpers.
 """
 
 from __future__ import annotations
 
-import base64
-import math
-from collections.abc import Callable, Mapping
+from collections.abc import Callable
 from typing import Any, Final
 
-import orjson
-
 from otlp_receiver.conventions import Attributes
+from otlp_receiver.json_value import parse_json_text, to_json_value
 from otlp_receiver.key_profile import KeyProfile, key_profile
 from otlp_receiver.model import Span, StepType
 
@@ -28,49 +25,9 @@ Resolved = tuple[Any, frozenset[str]]
 Source = Callable[[Span, KeyProfile], Resolved | None]
 """Finds a value in a span, given the profile of its attribute keys."""
 
-MAX_DEPTH: Final = 64
 _MAX_FLAT_SEGMENTS: Final = 16
 _MAX_INDEX_DIGITS: Final = 6
-_INT_MIN: Final = -(2**63)
-_INT_MAX: Final = 2**64 - 1  # orjson's range
 _UNWRAP: Final = frozenset({"message", "message_content", "tool_call", "prompt", "completion", "document"})
-
-
-# --- JSON compatibility -------------------------------------------------------------------------------
-def to_json_value(value: Any, depth: int = 0) -> Any:
-    """A JSON-compatible copy of an attribute value (never raises)."""
-    if value is None or isinstance(value, str | bool):
-        return value
-    if isinstance(value, int):
-        return value if _INT_MIN <= value <= _INT_MAX else str(value)
-    if isinstance(value, float):
-        return value if math.isfinite(value) else str(value)
-    if depth >= MAX_DEPTH:
-        return "<too deep>"
-    if isinstance(value, dict | Mapping):
-        return {str(key): to_json_value(item, depth + 1) for key, item in value.items()}
-    if isinstance(value, list | tuple | set | frozenset):
-        return [to_json_value(item, depth + 1) for item in value]
-    if isinstance(value, bytes | bytearray | memoryview):
-        return base64.b64encode(bytes(value)).decode("ascii")
-    return str(value)
-
-
-def parse_json_text(value: Any) -> Any:
-    """Parse a string holding a JSON object or array; anything else is returned JSON-compatible.
-
-    orjson's output is JSON-compatible already; it is only re-walked (to cap its depth) when the text
-    has enough brackets to nest deeper than ``MAX_DEPTH``.
-    """
-    if not isinstance(value, str) or value.lstrip()[:1] not in ("{", "["):
-        return to_json_value(value)
-    try:
-        parsed = orjson.loads(value)
-    except orjson.JSONDecodeError:
-        return value
-    if value.count("{") + value.count("[") < MAX_DEPTH:
-        return parsed
-    return to_json_value(parsed)
 
 
 # --- Sources of input and output ----------------------------------------------------------------------
