@@ -3,9 +3,10 @@
 Shape: ``{"input", "output", "attributes", "events", "links", "status", "kind", "resource"}``, keys with
 empty values left out. ``attributes`` keeps every span attribute not consumed into ``input``/``output``.
 JSON strings holding objects or arrays are parsed; flattened message lists (OpenInference
-``llm.input_messages.N.message.*``, legacy ``gen_ai.prompt.N.*``) are rebuilt into lists. Every value is
-made JSON-compatible (bytes → base64, non-finite floats and out-of-range ints → strings, depth capped),
-and nothing here raises on a bad attribute value.
+``llm.input_messages.N.message.*``, legacy ``gen_ai.prompt.N.*``) are rebuilt into lists; GenAI content
+span events (``content_events``) fill a side no attribute gave. Every value is made JSON-compatible
+(bytes → base64, non-finite floats and out-of-range ints → strings, depth capped), and nothing here
+raises on a bad attribute value.
 
 Pure: imports the standard library and ``otlp_receiver``'s model, conventions and JSON helpers.
 """
@@ -15,6 +16,13 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any, Final
 
+from otlp_receiver.content_events import (
+    CONTENT_EVENT_NAMES,
+    ContentEvent,
+    content_messages,
+    span_event_fields,
+    system_message,
+)
 from otlp_receiver.conventions import Attributes
 from otlp_receiver.json_value import parse_json_text, to_json_value
 from otlp_receiver.key_profile import KeyProfile, key_profile
@@ -41,11 +49,6 @@ def _attribute(key: str) -> Source:
     return attribute
 
 
-def _system_message(instructions: Any) -> dict[str, Any]:
-    parts = instructions if isinstance(instructions, list) else [{"type": "text", "content": instructions}]
-    return {"role": "system", "parts": parts}
-
-
 def _messages_with_system(messages_key: str, system_key: str) -> Source:
     """GenAI messages, with ``gen_ai.system_instructions`` prepended as a system message."""
 
@@ -56,10 +59,10 @@ def _messages_with_system(messages_key: str, system_key: str) -> Source:
         if system is None:
             return found
         if found is None:
-            return [_system_message(system[0])], system[1]
+            return [system_message(system[0])], system[1]
         if not isinstance(found[0], list):
             return found
-        return [_system_message(system[0]), *found[0]], found[1] | system[1]
+        return [system_message(system[0]), *found[0]], found[1] | system[1]
 
     return messages_with_system
 
@@ -81,16 +84,21 @@ def _flattened(prefix: str) -> Source:
     return flattened
 
 
-def _event_attribute(event_name: str, key: str) -> Source:
-    """Content carried on a span event (semconv v1.26–1.27 ``gen_ai.content.*``); consumes no attribute."""
+def _span_content_events(side: str) -> Source:
+    """Content carried on the span's GenAI events (``content_events``); consumes no attribute.
 
-    def event_attribute(span: Span, profile: KeyProfile) -> Resolved | None:
-        for event in span.events:
-            if event.name == event_name and event.attributes.get(key) is not None:
-                return parse_json_text(event.attributes[key]), frozenset()
-        return None
+    ``side`` is ``"input"`` or ``"output"``. The events stay in the payload's ``events`` as sent.
+    """
 
-    return event_attribute
+    def span_content_events(span: Span, profile: KeyProfile) -> Resolved | None:
+        if not span.events:
+            return None
+        events = [ContentEvent(event.name, span_event_fields(event.attributes))
+                  for event in span.events if event.name in CONTENT_EVENT_NAMES]
+        found = getattr(content_messages(events), side) if events else None
+        return None if found is None else (found, frozenset())
+
+    return span_content_events
 
 
 # --- Flattened lists ----------------------------------------------------------------------------------
@@ -137,6 +145,11 @@ def _unwrap(item: Any) -> Any:
 
 
 # --- Precedence (§6.2 "model input / output", "tool input / output") ------------------------------------
+# Every span attribute wins over every span event: events only fill a side no attribute spoke about.
+# (§6.2 lists Vercel's ``ai.prompt.messages``/``ai.response.text`` after the events; Vercel never sends
+# content events, and "attributes first" is the rule a reader can predict.) Content events correlated
+# through OTLP logs come last of all: they never change a stored model step (steps are append-only and
+# hash-chained) but become their own step under it (``log_content``).
 MODEL_INPUT: Final[tuple[Source, ...]] = (
     _messages_with_system("gen_ai.input.messages", "gen_ai.system_instructions"),
     _flattened("llm.input_messages."),
@@ -144,11 +157,11 @@ MODEL_INPUT: Final[tuple[Source, ...]] = (
     _flattened("gen_ai.prompt."),
     _attribute("input.value"),
     _attribute("gen_ai.prompt"),
-    _event_attribute("gen_ai.content.prompt", "gen_ai.prompt"),
     _attribute("ai.prompt.messages"),
     _attribute("ai.prompt"),
     _attribute("traceloop.entity.input"),
     _attribute("gen_ai.guardrail.content.input.value"),
+    _span_content_events("input"),
 )
 MODEL_OUTPUT: Final[tuple[Source, ...]] = (
     _attribute("gen_ai.output.messages"),
@@ -157,12 +170,12 @@ MODEL_OUTPUT: Final[tuple[Source, ...]] = (
     _flattened("gen_ai.completion."),
     _attribute("output.value"),
     _attribute("gen_ai.completion"),
-    _event_attribute("gen_ai.content.completion", "gen_ai.completion"),
     _attribute("ai.response.text"),
     _attribute("ai.response.object"),
     _attribute("ai.response.toolCalls"),
     _attribute("traceloop.entity.output"),
     _attribute("gen_ai.guardrail.content.output.value"),
+    _span_content_events("output"),
 )
 TOOL_INPUT: Final[tuple[Source, ...]] = (
     _attribute("gen_ai.tool.call.arguments"),

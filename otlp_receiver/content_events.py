@@ -1,0 +1,216 @@
+"""GenAI content events → a model call's input and output messages (semconv.md §1.4).
+
+Content that is not in span attributes arrives as *events*, on the span or as OTLP log records correlated
+to it (trace_id/span_id). Three generations are read:
+
+- v1.26–1.27, span events ``gen_ai.content.prompt`` / ``gen_ai.content.completion``: the whole message
+  list as JSON text in ``gen_ai.prompt`` / ``gen_ai.completion``; kept as sent (like the attribute forms);
+- v1.28–1.36, one event per message: ``gen_ai.{system,user,assistant,tool}.message`` with body
+  ``{content, role?, tool_calls?[{id, type, function{name, arguments}}], id? (tool)}`` and ``gen_ai.choice``
+  with body ``{index, finish_reason, message{role, content, tool_calls}}``. Over logs the body is the log
+  record's body; on span events it is in the attributes, either as the fields themselves (``content``,
+  ``role`` …) or as one JSON text in ``gen_ai.event.content`` (Azure AI Inference, Semantic Kernel);
+  the body field names come from third-party code, not a published schema (semconv.md §10), so both
+  forms are read leniently;
+- current, ``gen_ai.client.inference.operation.details``: ``gen_ai.input.messages``,
+  ``gen_ai.output.messages`` and ``gen_ai.system_instructions`` in the attributes (structured values or
+  JSON text), already in the current message schema.
+
+The per-message generation is rebuilt into the current schema, the same shape ``gen_ai.input.messages``
+gives: ``[{"role", "parts": [{"type": "text", "content"} | {"type": "tool_call", "id", "name",
+"arguments"} | {"type": "tool_call_response", "id", "response"} | …]}]``, output messages with
+``finish_reason``. Within one span, ``operation.details`` wins over per-message events (an emitter in
+``SPAN_AND_EVENT``-style modes may send both).
+
+Pure: imports the standard library and ``otlp_receiver.json_value``; never raises on bad values.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+from typing import Any, Final
+
+from otlp_receiver.json_value import parse_json_text, to_json_value
+
+SYSTEM_MESSAGE: Final = "gen_ai.system.message"
+USER_MESSAGE: Final = "gen_ai.user.message"
+ASSISTANT_MESSAGE: Final = "gen_ai.assistant.message"
+TOOL_MESSAGE: Final = "gen_ai.tool.message"
+CHOICE: Final = "gen_ai.choice"
+CONTENT_PROMPT: Final = "gen_ai.content.prompt"
+CONTENT_COMPLETION: Final = "gen_ai.content.completion"
+OPERATION_DETAILS: Final = "gen_ai.client.inference.operation.details"
+EVENT_CONTENT: Final = "gen_ai.event.content"
+"""Span-event attribute holding the whole event body as JSON text (Azure AI Inference, Semantic Kernel)."""
+
+INPUT_MESSAGES: Final = "gen_ai.input.messages"
+OUTPUT_MESSAGES: Final = "gen_ai.output.messages"
+SYSTEM_INSTRUCTIONS: Final = "gen_ai.system_instructions"
+
+_ROLES: Final = {SYSTEM_MESSAGE: "system", USER_MESSAGE: "user", ASSISTANT_MESSAGE: "assistant",
+                 TOOL_MESSAGE: "tool"}
+_WHOLE_LIST: Final = {CONTENT_PROMPT: "gen_ai.prompt", CONTENT_COMPLETION: "gen_ai.completion"}
+CONTENT_EVENT_NAMES: Final = frozenset({*_ROLES, CHOICE, OPERATION_DETAILS, *_WHOLE_LIST})
+"""Every event name this module reads content from."""
+
+
+@dataclass(frozen=True, slots=True)
+class ContentEvent:
+    """One GenAI content event: its name and its body fields (see :func:`span_event_fields`)."""
+
+    name: str
+    fields: Mapping[str, Any]
+
+
+@dataclass(frozen=True, slots=True)
+class Messages:
+    """A model call's content rebuilt from events: ``None`` on a side no event spoke about."""
+
+    input: Any = None
+    output: Any = None
+
+
+# --- Body fields --------------------------------------------------------------------------------------
+def span_event_fields(attributes: Mapping[str, Any]) -> dict[str, Any]:
+    """A span event's body fields: its attributes, with ``gen_ai.event.content`` JSON spread over them."""
+    fields = dict(attributes)
+    fields.update(_as_dict(fields.pop(EVENT_CONTENT, None)))
+    return fields
+
+
+def log_record_fields(body: Any, attributes: Mapping[str, Any]) -> dict[str, Any]:
+    """A log record's body fields: its attributes with the body's fields over them.
+
+    A body that is not a map (nor JSON text of one) is taken as the message ``content``.
+    """
+    fields = dict(attributes)
+    found = _as_dict(body)
+    if found:
+        fields.update(found)
+    elif body is not None and body != "":
+        fields["content"] = body
+    return fields
+
+
+# --- Messages -----------------------------------------------------------------------------------------
+def content_messages(events: Iterable[ContentEvent]) -> Messages:
+    """The input and output messages the content events among ``events`` carry (others are ignored)."""
+    details: list[ContentEvent] = []
+    inputs: list[Any] = []
+    choices: list[tuple[int, dict[str, Any]]] = []
+    outputs: list[Any] = []
+    for event in events:
+        if event.name == OPERATION_DETAILS:
+            details.append(event)
+        elif event.name in _ROLES:
+            inputs.append(_message(_text_or(event.fields.get("role"), _ROLES[event.name]), event.fields))
+        elif event.name == CHOICE:
+            choices.append(_choice(event.fields, len(choices)))
+        elif event.name in _WHOLE_LIST:
+            value = event.fields.get(_WHOLE_LIST[event.name])
+            if value is not None and value != "":
+                found = parse_json_text(value)
+                (inputs if event.name == CONTENT_PROMPT else outputs).extend(
+                    found if isinstance(found, list) else [found])
+    if details:
+        return _details(details)
+    outputs.extend(message for _, message in sorted(choices, key=lambda pair: pair[0]))
+    return Messages(input=inputs or None, output=outputs or None)
+
+
+def system_message(instructions: Any) -> dict[str, Any]:
+    """``gen_ai.system_instructions`` (a list of parts, or one text) as a leading system message."""
+    parts = instructions if isinstance(instructions, list) else [{"type": "text", "content": instructions}]
+    return {"role": "system", "parts": parts}
+
+
+def _details(events: list[ContentEvent]) -> Messages:
+    inputs: list[Any] = []
+    outputs: list[Any] = []
+    for event in events:
+        instructions = _present(parse_json_text(event.fields.get(SYSTEM_INSTRUCTIONS)))
+        if instructions is not None:
+            inputs.append(system_message(instructions))
+        inputs.extend(_as_messages(event.fields.get(INPUT_MESSAGES)))
+        outputs.extend(_as_messages(event.fields.get(OUTPUT_MESSAGES)))
+    return Messages(input=inputs or None, output=outputs or None)
+
+
+def _choice(fields: Mapping[str, Any], order: int) -> tuple[int, dict[str, Any]]:
+    message = _as_dict(fields.get("message")) or fields
+    out = _message(_text_or(message.get("role"), "assistant"), message)
+    finish_reason = fields.get("finish_reason")
+    if finish_reason is not None and finish_reason != "":
+        out["finish_reason"] = to_json_value(finish_reason)
+    index = fields.get("index")
+    return (index if isinstance(index, int) and not isinstance(index, bool) else order), out
+
+
+def _message(role: str, fields: Mapping[str, Any]) -> dict[str, Any]:
+    content = fields.get("content")
+    if role == "tool":
+        response: dict[str, Any] = {"type": "tool_call_response"}
+        if (call_id := _present(fields.get("id"))) is not None:
+            response["id"] = to_json_value(call_id)
+        response["response"] = to_json_value(content)
+        return {"role": role, "parts": [response]}
+    parts = _parts(content) + [_tool_call(call) for call in _as_list(fields.get("tool_calls"))]
+    return {"role": role, "parts": parts}
+
+
+def _parts(content: Any) -> list[Any]:
+    if content is None or content == "":
+        return []
+    if isinstance(content, list | tuple):
+        return [_part(item) for item in content if item is not None and item != ""]
+    return [_text_part(content)]
+
+
+def _part(item: Any) -> Any:
+    """One content item: a typed part is kept (OpenAI's ``{type: text, text}`` renamed to ``content``)."""
+    if isinstance(item, Mapping) and isinstance(item.get("type"), str):
+        if item["type"] == "text" and "content" not in item and "text" in item:
+            return _text_part(item["text"])
+        return to_json_value(item)
+    return _text_part(item)
+
+
+def _text_part(value: Any) -> dict[str, Any]:
+    return {"type": "text", "content": to_json_value(value)}
+
+
+def _tool_call(call: Any) -> dict[str, Any]:
+    fields = _as_dict(call)
+    function = _as_dict(fields.get("function"))
+    part = {"type": "tool_call", "id": _present(fields.get("id")),
+            "name": _present(function.get("name", fields.get("name"))),
+            "arguments": _present(function.get("arguments", fields.get("arguments")))}
+    return {key: parse_json_text(value) for key, value in part.items() if value is not None}
+
+
+def _as_messages(value: Any) -> list[Any]:
+    found = parse_json_text(value)
+    if found is None or found == "":
+        return []
+    return found if isinstance(found, list) else [found]
+
+
+def _as_dict(value: Any) -> dict[str, Any]:
+    found = parse_json_text(value) if isinstance(value, str) else value
+    return {str(key): item for key, item in found.items()} if isinstance(found, Mapping) else {}
+
+
+def _as_list(value: Any) -> list[Any]:
+    found = parse_json_text(value) if isinstance(value, str) else value
+    if isinstance(found, list | tuple):
+        return list(found)
+    return [found] if isinstance(found, Mapping) else []
+
+
+def _present(value: Any) -> Any:
+    return None if value is None or value == "" else value
+
+
+def _text_or(value: Any, default: str) -> str:
+    return value if isinstance(value, str) and value else default
