@@ -13,11 +13,12 @@ from __future__ import annotations
 import base64
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, TypeVar
 
 import orjson
 from google.protobuf import json_format
 from google.protobuf.message import DecodeError as PBDecodeError
+from google.protobuf.message import Message
 from opentelemetry.proto.collector.trace.v1 import trace_service_pb2
 from opentelemetry.proto.common.v1 import common_pb2
 from opentelemetry.proto.trace.v1 import trace_pb2
@@ -32,22 +33,22 @@ MAX_STRING_BYTES = 256 * 1024
 MAX_REASONS = 5
 """How many distinct rejection reasons the partial-success message names."""
 
+M = TypeVar("M", bound=Message)
 _ZERO_TRACE = b"\x00" * 16
 _ZERO_SPAN = b"\x00" * 8
 _ID_FIELDS = ("traceId", "spanId", "parentSpanId")
 
 
 @dataclass(slots=True)
-class DecodedBatch:
-    """The outcome of decoding one export request: kept spans and rejection counts."""
+class Rejections:
+    """Items of one export request refused one by one (partial success), with the first few reasons."""
 
-    spans: list[Span] = field(default_factory=list)
     rejected: int = 0
     reasons: list[str] = field(default_factory=list)
 
-    def reject(self, reason: str) -> None:
-        """Count one rejected span, remembering the first few distinct reasons."""
-        self.rejected += 1
+    def reject(self, reason: str, count: int = 1) -> None:
+        """Count ``count`` rejected items, remembering the first few distinct reasons."""
+        self.rejected += count
         if reason not in self.reasons and len(self.reasons) < MAX_REASONS:
             self.reasons.append(reason)
 
@@ -57,9 +58,20 @@ class DecodedBatch:
         return "; ".join(self.reasons)
 
 
+@dataclass(slots=True)
+class DecodedBatch(Rejections):
+    """The outcome of decoding one trace export request: kept spans and rejection counts."""
+
+    spans: list[Span] = field(default_factory=list)
+
+
 def parse_protobuf(body: bytes) -> trace_service_pb2.ExportTraceServiceRequest:
     """Parse binary OTLP (``application/x-protobuf``) into a request message."""
-    request = trace_service_pb2.ExportTraceServiceRequest()
+    return parse_protobuf_into(trace_service_pb2.ExportTraceServiceRequest(), body)
+
+
+def parse_protobuf_into(request: M, body: bytes) -> M:
+    """Parse binary OTLP into ``request`` (an empty export request of any signal)."""
     try:
         request.ParseFromString(body)
     except (PBDecodeError, ValueError, RuntimeError) as exc:
@@ -75,14 +87,24 @@ def parse_json(body: bytes) -> trace_service_pb2.ExportTraceServiceRequest:
     wrong bytes, so ids are converted hex → base64 first; an invalid hex id becomes a
     deliberately wrong-length value so the span is rejected (not the whole request).
     """
+    doc = load_json_object(body)
+    _fix_json_ids(doc)
+    return parse_json_into(trace_service_pb2.ExportTraceServiceRequest(), doc)
+
+
+def load_json_object(body: bytes) -> dict[str, Any]:
+    """The OTLP/JSON document of a request body (a JSON object), before protobuf parsing."""
     try:
         doc = orjson.loads(body)
     except orjson.JSONDecodeError as exc:
         raise DecodeError(f"malformed OTLP/JSON payload: {exc}") from exc
     if not isinstance(doc, dict):
         raise DecodeError("malformed OTLP/JSON payload: top level must be an object")
-    _fix_json_ids(doc)
-    request = trace_service_pb2.ExportTraceServiceRequest()
+    return doc
+
+
+def parse_json_into(request: M, doc: dict[str, Any]) -> M:
+    """Parse an OTLP/JSON document whose ids are already base64 into ``request``."""
     try:
         json_format.ParseDict(doc, request, ignore_unknown_fields=True, max_recursion_depth=100)
     except RecursionError as exc:
@@ -93,27 +115,28 @@ def parse_json(body: bytes) -> trace_service_pb2.ExportTraceServiceRequest:
 
 
 def _fix_json_ids(doc: dict[str, Any]) -> None:
-    for rs in _dicts(doc.get("resourceSpans")):
-        _cap_attributes(rs.get("resource"))
-        for ss in _dicts(rs.get("scopeSpans")):
-            for span in _dicts(ss.get("spans")):
-                _hex_ids_to_b64(span)
-                _cap_attributes(span)
-                for item in _dicts(span.get("links")) + _dicts(span.get("events")):
-                    _hex_ids_to_b64(item)
-                    _cap_attributes(item)
+    for rs in dicts(doc.get("resourceSpans")):
+        cap_attributes(rs.get("resource"))
+        for ss in dicts(rs.get("scopeSpans")):
+            for span in dicts(ss.get("spans")):
+                hex_ids_to_b64(span)
+                cap_attributes(span)
+                for item in dicts(span.get("links")) + dicts(span.get("events")):
+                    hex_ids_to_b64(item)
+                    cap_attributes(item)
 
 
-def _cap_attributes(holder: object) -> None:
+def cap_attributes(holder: object) -> None:
     """Cut attribute values nested deeper than MAX_ATTR_DEPTH before protobuf parsing (which would refuse
     the whole request), mirroring what :func:`decode_value` does for binary payloads."""
     if isinstance(holder, dict):
-        for kv in _dicts(holder.get("attributes")):
+        for kv in dicts(holder.get("attributes")):
             if isinstance(kv.get("value"), dict):
-                _cap_value(kv["value"], 0)
+                cap_value(kv["value"], 0)
 
 
-def _cap_value(value: dict[str, Any], depth: int) -> None:
+def cap_value(value: dict[str, Any], depth: int) -> None:
+    """Replace an OTLP/JSON AnyValue nested deeper than MAX_ATTR_DEPTH (from ``depth``) by a marker."""
     nested = value.get("kvlistValue") or value.get("arrayValue")
     if not isinstance(nested, dict):
         return
@@ -121,17 +144,19 @@ def _cap_value(value: dict[str, Any], depth: int) -> None:
         value.clear()
         value["stringValue"] = f"[truncated: nesting deeper than {MAX_ATTR_DEPTH}]"
         return
-    for item in _dicts(nested.get("values")):
+    for item in dicts(nested.get("values")):
         inner = item.get("value") if "key" in item else item
         if isinstance(inner, dict):
-            _cap_value(inner, depth + 1)
+            cap_value(inner, depth + 1)
 
 
-def _dicts(value: object) -> list[dict[str, Any]]:
+def dicts(value: object) -> list[dict[str, Any]]:
+    """The dicts among a JSON list (anything else: none)."""
     return [v for v in value if isinstance(v, dict)] if isinstance(value, list) else []
 
 
-def _hex_ids_to_b64(obj: dict[str, Any]) -> None:
+def hex_ids_to_b64(obj: dict[str, Any]) -> None:
+    """OTLP/JSON hex ids → the base64 protobuf's JSON mapping expects; a bad hex id → a wrong length."""
     for key in _ID_FIELDS:
         value = obj.get(key)
         if not isinstance(value, str) or not value:
@@ -196,12 +221,12 @@ def _decode_valid_span(span: trace_pb2.Span, ids: tuple[bytes, bytes, bytes], re
         trace_id=TraceId(trace_id.hex()),
         span_id=SpanId(span_id.hex()),
         parent_span_id=SpanId(parent.hex()) if parent and parent != _ZERO_SPAN else None,
-        name=name if len(name) <= _CLIP_FREE_CHARS else _clip(name),
+        name=name if len(name) <= _CLIP_FREE_CHARS else clip_text(name),
         kind=span.kind,
         start_ns=span.start_time_unix_nano,
         end_ns=span.end_time_unix_nano,
         status_code=status.code,
-        status_message=_clip(status.message),
+        status_message=clip_text(status.message),
         attributes=decode_attributes(span.attributes),
         events=tuple(_decode_event(e) for e in events) if events else (),
         links=tuple(_decode_link(link) for link in links if len(link.trace_id) == 16) if links else (),
@@ -213,7 +238,7 @@ def _decode_valid_span(span: trace_pb2.Span, ids: tuple[bytes, bytes, bytes], re
 
 
 def _decode_event(event: trace_pb2.Span.Event) -> SpanEvent:
-    return SpanEvent(name=_clip(event.name), time_ns=int(event.time_unix_nano),
+    return SpanEvent(name=clip_text(event.name), time_ns=int(event.time_unix_nano),
                      attributes=decode_attributes(event.attributes))
 
 
@@ -233,7 +258,7 @@ def decode_attributes(attributes: Any, depth: int = 0) -> dict[str, AttrValue]:
         which = value.WhichOneof("value")
         if which == "string_value":
             text = value.string_value
-            out[kv.key] = text if len(text) <= _CLIP_FREE_CHARS else _clip(text)
+            out[kv.key] = text if len(text) <= _CLIP_FREE_CHARS else clip_text(text)
         elif which is None:
             out[kv.key] = None
         else:
@@ -252,7 +277,7 @@ def decode_value(value: common_pb2.AnyValue, depth: int = 0) -> AttrValue:
 def _decode_field(which: str, value: Any, depth: int) -> AttrValue:
     """The AnyValue field ``which`` holding ``value``, decoded."""
     if which == "string_value":
-        return _clip(value)
+        return clip_text(value)
     if which in ("int_value", "bool_value", "double_value"):
         return value
     if depth >= MAX_ATTR_DEPTH:
@@ -270,7 +295,8 @@ _CLIP_FREE_CHARS = MAX_STRING_BYTES // 4
 """A string this short cannot exceed MAX_STRING_BYTES in UTF-8 (4 bytes a character at most)."""
 
 
-def _clip(text: str) -> str:
+def clip_text(text: str) -> str:
+    """``text``, cut to MAX_STRING_BYTES of UTF-8 with a marker saying how much was cut."""
     if len(text) <= _CLIP_FREE_CHARS:  # fast path: cannot exceed the byte limit
         return text
     encoded = text.encode("utf-8")
@@ -284,11 +310,12 @@ def _short(text: str, limit: int = 300) -> str:
     return text if len(text) <= limit else text[:limit] + "…"
 
 
-def encode_partial_success_json(rejected: int, message: str) -> bytes:
-    """The OTLP/JSON ExportTraceServiceResponse body (int64 as a decimal string)."""
+def encode_partial_success_json(rejected: int, message: str, *, rejected_field: str = "rejectedSpans") -> bytes:
+    """The OTLP/JSON export response body (int64 as a decimal string); ``rejected_field`` names the signal's
+    count (``rejectedLogRecords`` for logs)."""
     if not rejected and not message:
         return b"{}"
-    return orjson.dumps({"partialSuccess": {"rejectedSpans": str(rejected), "errorMessage": message}})
+    return orjson.dumps({"partialSuccess": {rejected_field: str(rejected), "errorMessage": message}})
 
 
 def encode_partial_success_protobuf(rejected: int, message: str) -> bytes:

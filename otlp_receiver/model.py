@@ -119,6 +119,24 @@ class Span:
 
 
 @dataclass(frozen=True, slots=True)
+class LogRecord:
+    """One OTLP log record, decoded and validated; ids are None when the record carries none."""
+
+    trace_id: TraceId | None
+    span_id: SpanId | None
+    event_name: str
+    """The record's ``event_name`` field, else its ``event.name`` attribute (older Events API), else empty."""
+    time_ns: int
+    observed_ns: int
+    severity_number: int = 0
+    severity_text: str = ""
+    body: AttrValue = None
+    attributes: Mapping[str, AttrValue] = field(default_factory=dict)
+    resource: Mapping[str, AttrValue] = field(default_factory=dict)
+    scope_name: str = ""
+
+
+@dataclass(frozen=True, slots=True)
 class RedactionRuleHit:
     """Which redaction rule fired, and why (the wire contract's ``{rule_id, reason}``)."""
 
