@@ -1,4 +1,4 @@
-"""OTLP entry points: the gRPC TraceService servicer and the OTLP/HTTP request handler.
+"""OTLP entry points: the gRPC TraceService and LogsService servicers and the OTLP/HTTP request handlers.
 
 Thin: authenticate → decode → hand spans to an injected ``sink`` → answer as the OTLP spec
 says (https://opentelemetry.io/docs/specs/otlp/):
@@ -7,7 +7,9 @@ says (https://opentelemetry.io/docs/specs/otlp/):
 - missing or wrong credentials → UNAUTHENTICATED / 401;
 - overloaded → RESOURCE_EXHAUSTED with ``google.rpc.RetryInfo`` / 429 + Retry-After;
 - storage unavailable → UNAVAILABLE / 503 (retryable).
-Knows nothing about storage or HTTP frameworks.
+Traces and logs share all of it: authentication, size limits, decompression, error mapping and the
+partial-success rules; only the decoder, the sink and the response message differ. Knows nothing about
+storage or HTTP frameworks.
 """
 
 from __future__ import annotations
@@ -17,10 +19,12 @@ import zlib
 from collections.abc import Callable, Mapping, Sequence
 from concurrent import futures
 from dataclasses import dataclass
+from typing import TypeVar
 
 import grpc
 from google.protobuf import duration_pb2
 from google.rpc import code_pb2, error_details_pb2, status_pb2
+from opentelemetry.proto.collector.logs.v1 import logs_service_pb2
 from opentelemetry.proto.collector.trace.v1 import trace_service_pb2
 
 from otlp_receiver.decode import (
@@ -32,6 +36,7 @@ from otlp_receiver.decode import (
     parse_json,
     parse_protobuf,
 )
+from otlp_receiver.decode_logs import DecodedLogs, decode_logs_request, parse_logs_json, parse_logs_protobuf
 from otlp_receiver.errors import (
     AppError,
     AuthenticationError,
@@ -40,6 +45,7 @@ from otlp_receiver.errors import (
     PayloadTooLargeError,
     StorageError,
 )
+from otlp_receiver.log_content import LogContent, content_steps
 from otlp_receiver.model import Span
 
 logger = logging.getLogger(__name__)
@@ -60,6 +66,9 @@ Authenticate = Callable[[str | None], IngestIdentity]
 """Authorization header value (or None) → identity; raises AuthenticationError / OverloadedError."""
 Sink = Callable[[IngestIdentity, Sequence[Span]], object]
 """Makes decoded spans durable; raises OverloadedError or StorageError."""
+LogSink = Callable[[IngestIdentity, LogContent], object]
+"""Makes the content steps of decoded log records durable (and counts what was left out); raises like Sink."""
+T = TypeVar("T")
 
 
 def decode_and_sink(identity: IngestIdentity, request: trace_service_pb2.ExportTraceServiceRequest,
@@ -68,6 +77,22 @@ def decode_and_sink(identity: IngestIdentity, request: trace_service_pb2.ExportT
     batch = decode_request(request)
     if batch.spans:
         sink(identity, batch.spans)
+    return batch
+
+
+def decode_and_sink_logs(identity: IngestIdentity, request: logs_service_pb2.ExportLogsServiceRequest,
+                         sink: LogSink) -> DecodedLogs:
+    """Decode a parsed logs request and hand its GenAI content to the sink.
+
+    Records that are not stored (not content events, or content without a trace id) are counted as
+    rejected, with the reason, so the sender sees them in the partial success (the client must not retry).
+    """
+    batch = decode_logs_request(request)
+    if batch.records:
+        content = content_steps(batch.records)
+        sink(identity, content)
+        for reason, count in content.not_kept.items():
+            batch.reject(f"{count} log record{'s' if count > 1 else ''} not stored: {reason}", count)
     return batch
 
 
@@ -88,15 +113,46 @@ class TraceServicer:
     def Export(self, body: bytes, context: grpc.ServicerContext  # noqa: N802 - gRPC method name
                ) -> trace_service_pb2.ExportTraceServiceResponse:
         """Handle one export."""
-        try:
-            identity = self.authenticate(_metadata_value(context.invocation_metadata(), "authorization"))
-            batch = decode_and_sink(identity, parse_protobuf(body), self.sink)
-        except AppError as exc:
-            _abort(context, exc)
-        except Exception:  # process boundary: log once, answer INTERNAL, keep serving
-            logger.exception("unexpected error in OTLP gRPC Export")
-            context.abort(grpc.StatusCode.INTERNAL, "internal error")
+        batch = serve_export(context, self.authenticate,
+                             lambda identity: decode_and_sink(identity, parse_protobuf(body), self.sink))
         return make_response(batch.rejected, batch.error_message)
+
+
+class LogsServicer:
+    """``opentelemetry.proto.collector.logs.v1.LogsService/Export``: like :class:`TraceServicer`."""
+
+    def __init__(self, authenticate: Authenticate, sink: LogSink) -> None:
+        self.authenticate = authenticate
+        self.sink = sink
+
+    def Export(self, body: bytes, context: grpc.ServicerContext  # noqa: N802 - gRPC method name
+               ) -> logs_service_pb2.ExportLogsServiceResponse:
+        """Handle one logs export."""
+        batch = serve_export(context, self.authenticate,
+                             lambda identity: decode_and_sink_logs(identity, parse_logs_protobuf(body), self.sink))
+        return make_logs_response(batch.rejected, batch.error_message)
+
+
+def serve_export(context: grpc.ServicerContext, authenticate: Authenticate,
+                 export: Callable[[IngestIdentity], T]) -> T:
+    """Authenticate a gRPC export and run it; AppErrors abort with their gRPC status, anything else INTERNAL."""
+    try:
+        return export(authenticate(_metadata_value(context.invocation_metadata(), "authorization")))
+    except AppError as exc:
+        _abort(context, exc)
+    except Exception:  # process boundary: log once, answer INTERNAL, keep serving
+        logger.exception("unexpected error in an OTLP gRPC Export")
+        context.abort(grpc.StatusCode.INTERNAL, "internal error")
+    raise AssertionError("unreachable: grpc's context.abort raises")
+
+
+def make_logs_response(rejected: int, message: str) -> logs_service_pb2.ExportLogsServiceResponse:
+    """An ExportLogsServiceResponse, with partial_success set only when there is something to say."""
+    response = logs_service_pb2.ExportLogsServiceResponse()
+    if rejected or message:
+        response.partial_success.rejected_log_records = rejected
+        response.partial_success.error_message = message
+    return response
 
 
 def _metadata_value(metadata: Sequence[tuple[str, str | bytes]] | None, key: str) -> str | None:
@@ -141,8 +197,10 @@ def _abort(context: grpc.ServicerContext, exc: AppError) -> None:
 
 
 def start_grpc_server(servicer: TraceServicer, *, host: str, port: int, max_message_bytes: int,
-                      max_workers: int = 8, max_concurrent_rpcs: int = 64) -> tuple[grpc.Server, int]:
-    """Start the OTLP gRPC server; returns it and the bound port (port 0 picks a free one).
+                      logs_servicer: LogsServicer | None = None, max_workers: int = 8,
+                      max_concurrent_rpcs: int = 64) -> tuple[grpc.Server, int]:
+    """Start the OTLP gRPC server (traces, and logs when given); returns it and the bound port (port 0
+    picks a free one).
 
     Over ``max_concurrent_rpcs`` gRPC itself answers RESOURCE_EXHAUSTED; over
     ``max_message_bytes`` it answers RESOURCE_EXHAUSTED too (which clients must not retry).
@@ -157,8 +215,16 @@ def start_grpc_server(servicer: TraceServicer, *, host: str, port: int, max_mess
     handler = grpc.unary_unary_rpc_method_handler(
         servicer.Export, request_deserializer=None,
         response_serializer=trace_service_pb2.ExportTraceServiceResponse.SerializeToString)
-    server.add_generic_rpc_handlers((grpc.method_handlers_generic_handler(
-        "opentelemetry.proto.collector.trace.v1.TraceService", {"Export": handler}),))
+    services = [grpc.method_handlers_generic_handler(
+        "opentelemetry.proto.collector.trace.v1.TraceService", {"Export": handler})]
+    if logs_servicer is not None:
+        logs_handler: grpc.RpcMethodHandler[bytes, logs_service_pb2.ExportLogsServiceResponse]
+        logs_handler = grpc.unary_unary_rpc_method_handler(
+            logs_servicer.Export, request_deserializer=None,
+            response_serializer=logs_service_pb2.ExportLogsServiceResponse.SerializeToString)
+        services.append(grpc.method_handlers_generic_handler(
+            "opentelemetry.proto.collector.logs.v1.LogsService", {"Export": logs_handler}))
+    server.add_generic_rpc_handlers(services)
     bound = server.add_insecure_port(f"{host}:{port}")
     if bound == 0:
         raise StorageError(f"cannot bind the OTLP gRPC port {host}:{port}")
@@ -184,17 +250,34 @@ def handle_http_export(body: bytes, *, content_type: str, content_encoding: str,
     Raises AppError subclasses for the HTTP layer to map (DecodeError → 400,
     PayloadTooLargeError → 413, …). Unsupported media types raise DecodeError.
     """
-    media = content_type.split(";")[0].strip().lower()
-    if media not in ("application/x-protobuf", "application/json", "application/protobuf"):
-        raise DecodeError(f"unsupported Content-Type {media!r}: use application/x-protobuf or application/json")
-    raw = decompress(body, content_encoding, max_body_bytes)
-    is_json = media == "application/json"
-    request = parse_json(raw) if is_json else parse_protobuf(raw)
-    batch = decode_and_sink(identity, request, sink)
+    raw, is_json = read_http_body(body, content_type=content_type, content_encoding=content_encoding,
+                                  max_body_bytes=max_body_bytes)
+    batch = decode_and_sink(identity, parse_json(raw) if is_json else parse_protobuf(raw), sink)
     if is_json:
         return HttpReply(200, encode_partial_success_json(batch.rejected, batch.error_message), "application/json")
     return HttpReply(200, encode_partial_success_protobuf(batch.rejected, batch.error_message),
                      "application/x-protobuf")
+
+
+def handle_http_logs_export(body: bytes, *, content_type: str, content_encoding: str, identity: IngestIdentity,
+                            sink: LogSink, max_body_bytes: int = MAX_HTTP_BODY_BYTES) -> HttpReply:
+    """Decode an OTLP/HTTP ``POST /v1/logs`` body and sink its GenAI content; errors as :func:`handle_http_export`."""
+    raw, is_json = read_http_body(body, content_type=content_type, content_encoding=content_encoding,
+                                  max_body_bytes=max_body_bytes)
+    batch = decode_and_sink_logs(identity, parse_logs_json(raw) if is_json else parse_logs_protobuf(raw), sink)
+    if is_json:
+        return HttpReply(200, encode_partial_success_json(batch.rejected, batch.error_message,
+                                                          rejected_field="rejectedLogRecords"), "application/json")
+    return HttpReply(200, make_logs_response(batch.rejected, batch.error_message).SerializeToString(),
+                     "application/x-protobuf")
+
+
+def read_http_body(body: bytes, *, content_type: str, content_encoding: str, max_body_bytes: int) -> tuple[bytes, bool]:
+    """An OTLP/HTTP body checked and decompressed: (raw bytes, whether it is OTLP/JSON)."""
+    media = content_type.split(";")[0].strip().lower()
+    if media not in ("application/x-protobuf", "application/json", "application/protobuf"):
+        raise DecodeError(f"unsupported Content-Type {media!r}: use application/x-protobuf or application/json")
+    return decompress(body, content_encoding, max_body_bytes), media == "application/json"
 
 
 def decompress(body: bytes, encoding: str, limit: int) -> bytes:

@@ -21,7 +21,7 @@ from server.routes.analytics import ANALYTICS_HANDLERS
 from server.routes.diff import DiffController
 from server.routes.events import stream_events
 from server.routes.governance import GOVERNANCE_HANDLERS
-from server.routes.ingest import OtlpHttpController
+from server.routes.ingest import OtlpHttpController, OtlpHttpLogsController
 from server.routes.runs import RunsController
 from server.routes.ui import UiController
 from server.runtime import Runtime
@@ -60,10 +60,10 @@ def _base(runtime: Runtime, handlers: list[Any], *, openapi: bool) -> Litestar:
 def create_app(runtime: Runtime) -> Litestar:
     """The API app served on the HTTP port."""
     analytics = [*ANALYTICS_HANDLERS, stream_events, metrics_route(public=runtime.settings.metrics_are_public)]
-    return _base(runtime, [*analytics, healthz, RunsController, DiffController, OtlpHttpController, *GOVERNANCE_HANDLERS, KeysController, AuditController,
+    return _base(runtime, [*analytics, healthz, RunsController, DiffController, OtlpHttpController, OtlpHttpLogsController, *GOVERNANCE_HANDLERS, KeysController, AuditController,
                            AdminController, UiController], openapi=True)
 
 
 def create_otlp_http_app(runtime: Runtime) -> Litestar:
     """The OTLP/HTTP app served on the OTLP/HTTP port (4318)."""
-    return _base(runtime, [healthz, OtlpHttpController], openapi=False)
+    return _base(runtime, [healthz, OtlpHttpController, OtlpHttpLogsController], openapi=False)

@@ -57,7 +57,7 @@ def for_request(request: Request[Any, Any, Any], response: Response[Any]) -> Res
     """OTLP/HTTP protobuf requests get a protobuf ``google.rpc.Status`` body in their own content type
     (OTLP spec, "Failures"); every other error keeps the JSON envelope."""
     media = request.headers.get("content-type", "").split(";")[0].strip().lower()
-    if not request.url.path.rstrip("/").endswith("/v1/traces") or media != "application/x-protobuf":
+    if not request.url.path.rstrip("/").endswith(("/v1/traces", "/v1/logs")) or media != "application/x-protobuf":
         return response
     error = response.content["error"] if isinstance(response.content, dict) else {}
     status = status_pb2.Status(code=_GRPC_FROM_HTTP.get(response.status_code, 13),

@@ -65,6 +65,7 @@ from prometheus_client.registry import Collector
 from otlp_receiver.errors import AppError
 from otlp_receiver.flusher import Batch
 from otlp_receiver.ingest import IngestResult
+from otlp_receiver.log_content import NOT_CONTENT, LogContent
 from otlp_receiver.service import TraceServicer
 from otlp_receiver.store.events import FINAL_STATUSES
 from otlp_receiver.store.findings import queue_depth
@@ -127,6 +128,10 @@ class Metrics:
         self.spans_accepted = Counter("traceward_spans_accepted", "Spans made durable", registry=r)
         self.spans_duplicate = Counter("traceward_spans_duplicate", "Spans already known (dropped)", registry=r)
         self.spans_rejected = Counter("traceward_spans_rejected", "Spans refused", ["reason"], registry=r)
+        self.log_records = Counter("traceward_log_records", "OTLP log records in decodable exports, by outcome "
+                                   "(stored | not_content | no_trace_id)", ["outcome"], registry=r)
+        self.log_content_steps = Counter("traceward_log_content_steps", "Artifact steps made from GenAI content "
+                                         "log records (accepted | duplicate)", ["outcome"], registry=r)
         self.requests_rejected = Counter("traceward_ingest_requests_rejected", "OTLP exports refused whole",
                                          ["transport", "reason"], registry=r)
         self.flush_seconds = Histogram("traceward_flush_duration_seconds", "WAL → stores flush round duration",
@@ -150,6 +155,15 @@ class Metrics:
         self.spans_received.inc(result.accepted + result.duplicates)
         self.spans_accepted.inc(result.accepted)
         self.spans_duplicate.inc(result.duplicates)
+
+    def observe_logs(self, content: LogContent, result: IngestResult | None) -> None:
+        """Count a logs export: its records by outcome, and the content steps made from them."""
+        self.log_records.labels("stored").inc(content.kept)
+        for reason, count in content.not_kept.items():
+            self.log_records.labels("not_content" if reason == NOT_CONTENT else "no_trace_id").inc(count)
+        if result is not None:
+            self.log_content_steps.labels("accepted").inc(result.accepted)
+            self.log_content_steps.labels("duplicate").inc(result.duplicates)
 
     def observe_rejected_spans(self, count: int, reason: str) -> None:
         """Count spans refused one by one (or a whole batch shed because the WAL is full)."""

@@ -20,9 +20,10 @@ from diff.normalize import Profile, load_profiles
 from otlp_receiver.errors import ConfigError, OverloadedError
 from otlp_receiver.flusher import Batch, Flusher
 from otlp_receiver.ingest import IngestPipeline, IngestResult, Sequencer
+from otlp_receiver.log_content import LogContent
 from otlp_receiver.model import Span
 from otlp_receiver.pricing import PriceTable
-from otlp_receiver.service import IngestIdentity, start_grpc_server
+from otlp_receiver.service import IngestIdentity, LogsServicer, start_grpc_server
 from otlp_receiver.store.audit import AuditLog
 from otlp_receiver.store.events import record_flush_events
 from otlp_receiver.store.findings import StoredFinding, queue_finished_runs
@@ -123,11 +124,12 @@ class Runtime:
             self.forwarder.start()
         self.findings_job.start()
         if grpc:
-            servicer = ObservedTraceServicer(self.metrics, limited_ingest_identity(self.authenticator, self.limiter),
-                                             self.ingest_spans)
+            authenticate = limited_ingest_identity(self.authenticator, self.limiter)
+            servicer = ObservedTraceServicer(self.metrics, authenticate, self.ingest_spans)
             self.grpc_server, self.grpc_port = start_grpc_server(
                 servicer, host=self.settings.host, port=self.settings.grpc_port,
-                max_message_bytes=self.settings.max_message_bytes, max_workers=self.settings.grpc_workers)
+                max_message_bytes=self.settings.max_message_bytes, max_workers=self.settings.grpc_workers,
+                logs_servicer=LogsServicer(authenticate, self.ingest_logs))
 
     def stop(self) -> None:
         """Stop accepting, then flush what was accepted."""
@@ -152,7 +154,7 @@ class Runtime:
 
     def ingest_spans(self, identity: IngestIdentity, spans: Sequence[Span]) -> IngestResult:
         """The OTLP sink: shed load when the flusher is far behind, else make spans durable."""
-        if self.wal.bytes_after(self.flusher.checkpoint()) > self.settings.wal_max_bytes:
+        if self._backlog_is_full():
             self.metrics.observe_rejected_spans(len(spans), "overloaded")
             raise OverloadedError("ingest backlog is full; retry later", retry_after_s=2.0)
         result = self.pipeline.ingest_spans(identity.tenant_id, identity.project_id, spans)
@@ -160,6 +162,20 @@ class Runtime:
         self.spans_accepted += result.accepted
         self.spans_duplicate += result.duplicates
         return result
+
+    def ingest_logs(self, identity: IngestIdentity, content: LogContent) -> IngestResult | None:
+        """The OTLP logs sink: GenAI content steps go through the same redaction, sequencing, dedupe and WAL
+        as server-made steps (``IngestPipeline.ingest_drafts``); the same backlog limit sheds load."""
+        result = None
+        if content.drafts:
+            if self._backlog_is_full():
+                raise OverloadedError("ingest backlog is full; retry later", retry_after_s=2.0)
+            result = self.pipeline.ingest_drafts(identity.tenant_id, identity.project_id, content.drafts)
+        self.metrics.observe_logs(content, result)
+        return result
+
+    def _backlog_is_full(self) -> bool:
+        return self.wal.bytes_after(self.flusher.checkpoint()) > self.settings.wal_max_bytes
 
     def bootstrap_keys(self) -> list[tuple[str, KeyRecord]]:
         """Create the configured bootstrap keys (idempotent); returns (key, record) pairs."""

@@ -1,4 +1,5 @@
-"""Ingest over HTTP: OTLP/HTTP ``POST /v1/traces`` and the REST contract for clients without OTel.
+"""Ingest over HTTP: OTLP/HTTP ``POST /v1/traces`` and ``POST /v1/logs``, and the REST contract for clients
+without OTel.
 
 The REST functions are routed by ``routes/runs.py`` (one controller owns the /v1/runs paths).
 
@@ -18,7 +19,7 @@ from litestar import Controller, Request, Response, post
 
 from otlp_receiver.errors import InvalidInputError, NotFoundError
 from otlp_receiver.model import RunStatus, SpanId, StepDraft, StepType, TraceId, make_step_id
-from otlp_receiver.service import IngestIdentity, handle_http_export
+from otlp_receiver.service import IngestIdentity, handle_http_export, handle_http_logs_export
 from server.auth import Principal, current_principal
 from server.runtime import Runtime
 from server.schemas import AppendSteps, CreateRun, FinishRun, StepIn, parse_time, run_to_json
@@ -46,6 +47,25 @@ class OtlpHttpController(Controller):
             content_encoding=request.headers.get("content-encoding", ""),
             identity=IngestIdentity(principal.tenant_id, principal.project_id),
             sink=runtime.ingest_spans, max_body_bytes=runtime.settings.max_http_body_bytes)
+        return Response(reply.body, status_code=reply.status, media_type=reply.content_type)
+
+
+class OtlpHttpLogsController(Controller):
+    """OTLP/HTTP logs receiver: GenAI content events become steps of their trace's run."""
+
+    path = "/v1/logs"
+    tags = ["otlp"]
+
+    @post("/", summary="OTLP/HTTP logs export (protobuf or JSON, gzip): GenAI content events",
+          opt=INGEST, sync_to_thread=True, status_code=200, request_max_body_size=None)
+    def export(self, request: Request[Any, Any, Any], runtime: Runtime, body: bytes) -> Response[bytes]:
+        """Decode an ExportLogsServiceRequest and store its GenAI content; answers in the request's content type."""
+        principal = current_principal(request)
+        reply = handle_http_logs_export(
+            body, content_type=request.headers.get("content-type", ""),
+            content_encoding=request.headers.get("content-encoding", ""),
+            identity=IngestIdentity(principal.tenant_id, principal.project_id),
+            sink=runtime.ingest_logs, max_body_bytes=runtime.settings.max_http_body_bytes)
         return Response(reply.body, status_code=reply.status, media_type=reply.content_type)
 
 

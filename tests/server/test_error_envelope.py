@@ -27,6 +27,7 @@ DOCUMENTED_OPERATIONS = {
     ("/v1/runs/{run_id}/steps", "get"),
     ("/v1/runs/{run_id}/steps", "post"),
     ("/v1/traces", "post"),
+    ("/v1/logs", "post"),
 }
 _HTTP_METHODS = {"get", "post", "put", "patch", "delete"}
 _LEAKS = ("Traceback", 'File "', "/work/", "site-packages", "litestar.", "msgspec.", "sqlite3.")

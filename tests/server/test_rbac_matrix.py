@@ -63,6 +63,7 @@ EXPLICIT: dict[tuple[str, str], dict[str, int]] = {
     ("GET", "/v1/admin/retention"): {"admin": 200, "other_admin": 200},
     ("GET", "/v1/admin/tenant"): {"admin": 200, "other_admin": 200},
     ("POST", "/v1/traces"): {"ingest": 400},  # no body, no content type
+    ("POST", "/v1/logs"): {"ingest": 400},  # no body, no content type
 }
 # Routes whose permission the app-wide guard can't see (they carry their own guard): the effective one.
 EFFECTIVE_PERMISSIONS: dict[tuple[str, str], frozenset[str]] = {
