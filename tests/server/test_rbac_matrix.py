@@ -184,7 +184,8 @@ def _call(client: httpx.Client, world: World, op: Operation, caller: str, *, mis
     """One request; a 2xx body is not read (event streams never end), an error body is."""
     token = world.tokens[caller]
     headers = {"authorization": f"Bearer {token}"} if token else {}
-    kwargs: dict[str, Any] = {"json": {}} if op.method in ("POST", "PUT", "PATCH") and op.path != "/v1/traces" else {}
+    kwargs: dict[str, Any] = ({"json": {}} if op.method in ("POST", "PUT", "PATCH")
+                              and op.path not in ("/v1/traces", "/v1/logs") else {})
     with client.stream(op.method, _url(world, op, missing=missing), headers=headers, **kwargs) as resp:
         if resp.status_code >= 400:
             resp.read()
