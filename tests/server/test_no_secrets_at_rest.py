@@ -2,7 +2,8 @@
 
 gRPC, OTLP/HTTP protobuf, OTLP/HTTP JSON and REST ingest each carry the same planted values in
 span names, attributes, JSON-in-string attributes, nested kvlists, events, status messages and
-resource attributes. Afterwards: every file under the data dir (Parquet decompressed column by
+resource attributes; OTLP logs carry them in GenAI content events (bodies, structured messages,
+record and resource attributes). Afterwards: every file under the data dir (Parquet decompressed column by
 column, WAL and SQLite as raw bytes), the server log and every API response are searched.
 """
 
@@ -109,8 +110,22 @@ def _json_request(trace_id: str) -> bytes:
         "scopeSpans": [{"spans": [span]}]}]}).encode()
 
 
+def _logs_request(trace_id: str) -> bytes:
+    now = str(time.time_ns())
+    messages = [{"role": "user", "parts": [{"type": "text", "content": _text()}]}]
+    user = {"traceId": trace_id, "spanId": secrets.token_hex(8), "eventName": "gen_ai.user.message",
+            "timeUnixNano": now, "body": _any({"content": _text(), "role": "user"}),
+            "attributes": [{"key": k, "value": _any(v)} for k, v in _attrs(_text()).items()]}
+    details = {**user, "eventName": "gen_ai.client.inference.operation.details", "body": {},
+               "attributes": [{"key": "gen_ai.input.messages", "value": {"stringValue": json.dumps(messages)}},
+                              {"key": "gen_ai.system_instructions", "value": _any({"note": PLANTED["email"]})}]}
+    return json.dumps({"resourceLogs": [{"resource": {"attributes": [
+        {"key": "user.email", "value": {"stringValue": PLANTED["email"]}}]},
+        "scopeLogs": [{"logRecords": [user, details]}]}]}).encode()
+
+
 def _send_everywhere(server: LiveServer) -> list[str]:
-    runs = [secrets.token_hex(16) for _ in range(3)]
+    runs = [secrets.token_hex(16) for _ in range(4)]
     with grpc.insecure_channel(f"127.0.0.1:{server.grpc_port}") as channel:
         export = channel.unary_unary("/opentelemetry.proto.collector.trace.v1.TraceService/Export",
                                      request_serializer=None, response_deserializer=None)
@@ -121,6 +136,9 @@ def _send_everywhere(server: LiveServer) -> list[str]:
         resp = httpx.post(f"{server.otlp_http_url}/v1/traces", content=body, timeout=30,
                           headers={"content-type": media, "authorization": f"Bearer {INGEST_KEY}"})
         assert resp.status_code == 200, resp.text
+    resp = httpx.post(f"{server.otlp_http_url}/v1/logs", content=_logs_request(runs[3]), timeout=30,
+                      headers={"content-type": "application/json", "authorization": f"Bearer {INGEST_KEY}"})
+    assert resp.status_code == 200 and resp.json() == {}, resp.text
     rest = server.post("/v1/runs", json={"name": "rest run"}).json()["run_id"]
     steps = [{"type": "tool", "name": f"mail {PLANTED['email']}", "ts": "2026-11-01T10:00:00Z",
               "payload": {"input": _attrs(_text()), "headers": {"authorization": AUTH_HEADER}}}]
