@@ -28,7 +28,7 @@ class Settings:
     grpc_port: int = 4317
     """TRACEWARD_GRPC_PORT: OTLP/gRPC."""
     otlp_http_port: int = 4318
-    """TRACEWARD_OTLP_HTTP_PORT: OTLP/HTTP (POST /v1/traces)."""
+    """TRACEWARD_OTLP_HTTP_PORT: OTLP/HTTP (POST /v1/traces, POST /v1/logs)."""
     http_port: int = 8000
     """TRACEWARD_HTTP_PORT: the REST API, OpenAPI (/schema) and the UI."""
     bootstrap_ingest_key: str | None = None
