@@ -2,7 +2,7 @@
 
 Pure core, no HTTP and no database (the server wires routes and storage around it):
 
-    policy      versioned, immutable policy documents (YAML/JSON): parse_policy, policy_to_dict, is_gated
+    policy/     versioned, immutable policy documents (YAML/JSON): parse_policy, policy_to_dict, is_gated
     evaluate    the decision, a pure function: evaluate(policy, DecisionRequest, kill_switch=) -> Decision
     tokens      DecisionTokens (JWS, EdDSA/Ed25519, rotating kids): SigningKeys, issue_token, verify_token
     approvals   the approval state machine: create_approval, approve, deny, expire
