@@ -7,7 +7,7 @@ Pure core, no HTTP and no database (the server wires routes and storage around i
     tokens      DecisionTokens (JWS, EdDSA/Ed25519, rotating kids): SigningKeys, issue_token, verify_token
     approvals   the approval state machine: create_approval, approve, deny, expire
     binding     approved → executed proof for an ingested tool span: check_binding
-    sdk         the client agent code uses: GovernanceClient.decide / .gated / .guard
+    sdk/        the client agent code uses: GovernanceClient.decide / .gated / .guard
 
 Dependency rule: imports otlp_receiver (errors, chain) and nothing above it; sdk imports only
 the OpenTelemetry API, httpx and the standard library. Importing this package imports nothing.

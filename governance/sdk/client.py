@@ -1,42 +1,7 @@
-"""Traceward's Python client for agent code: ask before running a tool, then prove it ran as decided.
+"""``GovernanceClient``: asks ``POST /v1/decisions``, waits on approvals, and runs gated tools in their span.
 
-Imports only the OpenTelemetry API, httpx and the standard library (never server/ or storage).
-
-Usage::
-
-    client = GovernanceClient("http://localhost:8080", api_key)
-
-    @client.gated()                       # tool name defaults to the function name
-    def send_email(to: str, body: str) -> None: ...
-
-    with client.guard("refund", {"order": "A-1", "amount": 40}) as decided:
-        refund(**decided.args)            # the approved args (edited if the approver changed them)
-
-Both ask ``POST /v1/decisions`` with the current span's ids, wait for a human when the
-answer is ``require_approval``, raise ``ToolDenied`` / ``ApprovalTimeout`` /
-``GovernanceUnavailable`` (fail closed unless the tool is in ``fail_open_tools``), and
-run the tool inside an ``execute_tool {name}`` span, a child of the requesting span, with:
-
-    traceward.decision_token     the DecisionToken (absent only when failing open)
-    traceward.approval_id        when a person approved (also on a span link to the requesting span)
-    traceward.fail_open          true when the tool ran without a decision
-    gen_ai.operation.name        "execute_tool"
-    gen_ai.tool.name             the tool name
-    gen_ai.tool.call.arguments   JSON of the approved args
-
-Wire shapes (the server implements exactly these; all bodies are JSON)::
-
-    POST /v1/decisions
-      {"tool_name", "args": {...}, "trace_id": 32 lower hex, "span_id": 16 lower hex,
-       "agent"?, "environment"?, "context"?: {summary, risk_score, blast_radius, evidence_links, rollback_plan}}
-      → 200 {"decision": "allow"|"deny"|"require_approval", "reason_code", "rule_id", "policy_version",
-             "approval_id"?, "token"?}            (token on allow; approval_id on require_approval)
-    GET /v1/approvals/{approval_id}?wait=N        (long poll: answers when decided or after N seconds)
-      → 200 {"approval_id", "status": "pending"|"approved"|"denied"|"expired", "token"?,
-             "args": {...} (approved, edited if changed), "reason"?}
-    errors → {"error": {"code", "message", "details", "retryable"}}
-
-Transport errors, 5xx and 429 count as "unavailable"; other 4xx raise ``GovernanceError``.
+The wire contract is in the ``governance.sdk`` package docstring. Imports only httpx, the OpenTelemetry
+API, the standard library and the rest of ``governance.sdk`` (never server/ or storage).
 """
 
 from __future__ import annotations
@@ -45,16 +10,17 @@ import asyncio
 import contextlib
 import functools
 import inspect
-import json
 import logging
 import time
 from collections.abc import Callable, Iterator, Mapping
-from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
 import httpx
-from opentelemetry import context as otel_context
 from opentelemetry import trace
+
+from governance.sdk.errors import ApprovalTimeout, GovernanceError, GovernanceUnavailable, ToolDenied
+from governance.sdk.result import DecisionResult, _approval_outcome, _optional_str, _with
+from governance.sdk.spans import _requesting_span, _tool_span, current_span_ids
 
 logger = logging.getLogger(__name__)
 
@@ -63,80 +29,6 @@ F = TypeVar("F", bound=Callable[..., Any])
 DEFAULT_APPROVAL_TIMEOUT_S = 300.0
 DEFAULT_POLL_WAIT_S = 30
 _MIN_POLL_INTERVAL_S = 0.5
-
-
-class GovernanceError(Exception):
-    """Base of the SDK's errors; also raised for a rejected request (4xx) or a malformed answer.
-
-    GovernanceError
-    ├── ToolDenied             the policy or an approver said no
-    ├── ApprovalTimeout        no approval before the deadline (or the approval expired)
-    └── GovernanceUnavailable  Traceward could not be reached (fail closed)
-    """
-
-    def __init__(self, message: str, *, code: str | None = None) -> None:
-        super().__init__(message)
-        self.code = code
-
-
-class ToolDenied(GovernanceError):
-    """The tool call was denied, by the policy or by a person."""
-
-    def __init__(
-        self, tool_name: str, reason_code: str, *, rule_id: str | None = None, approval_id: str | None = None
-    ) -> None:
-        who = f"approval {approval_id}" if approval_id else f"rule {rule_id or '(default)'}"
-        super().__init__(f"Traceward denied tool {tool_name!r}: {reason_code} ({who})", code=reason_code)
-        self.tool_name, self.reason_code, self.rule_id, self.approval_id = (
-            tool_name,
-            reason_code,
-            rule_id,
-            approval_id,
-        )
-
-
-class ApprovalTimeout(GovernanceError):
-    """No decision on the approval before the client's deadline, or it expired server-side."""
-
-
-class GovernanceUnavailable(GovernanceError):
-    """Traceward was unreachable or failing; the call is denied unless the tool is fail-open."""
-
-
-@dataclass(frozen=True)
-class DecisionResult:
-    """A decision that lets the tool run. ``args`` are the approved args to run it with."""
-
-    decision: str
-    reason_code: str
-    args: Mapping[str, Any]
-    trace_id: str
-    span_id: str
-    rule_id: str | None = None
-    policy_version: int | None = None
-    approval_id: str | None = None
-    token: str | None = None
-    fail_open: bool = False
-    raw: Mapping[str, Any] = field(default_factory=dict, repr=False, compare=False)
-
-
-def current_span_ids() -> tuple[str, str] | None:
-    """The current OTel span's (trace_id, span_id) as lower-case hex, or None without a valid span."""
-    span_context = trace.get_current_span().get_span_context()
-    if not span_context.is_valid:
-        return None
-    return format(span_context.trace_id, "032x"), format(span_context.span_id, "016x")
-
-
-def resume_context(result: DecisionResult) -> otel_context.Context:
-    """An OTel context whose parent is the requesting span, to resume a run in another process."""
-    parent = trace.SpanContext(
-        trace_id=int(result.trace_id, 16),
-        span_id=int(result.span_id, 16),
-        is_remote=True,
-        trace_flags=trace.TraceFlags(trace.TraceFlags.SAMPLED),
-    )
-    return trace.set_span_in_context(trace.NonRecordingSpan(parent))
 
 
 class GovernanceClient:
@@ -338,70 +230,6 @@ class GovernanceClient:
                     return await fn(**result.args)
 
         return wrapper
-
-
-# ---------------------------------------------------------------- helpers
-
-
-def _with(result: DecisionResult, **changes: Any) -> DecisionResult:
-    return DecisionResult(**{**result.__dict__, **changes})
-
-
-def _optional_str(answer: Mapping[str, Any], key: str) -> str | None:
-    value = answer.get(key)
-    return value if isinstance(value, str) and value else None
-
-
-def _approval_outcome(
-    tool_name: str, base: DecisionResult, approval_id: str, answer: Mapping[str, Any]
-) -> DecisionResult | None:
-    status = answer.get("status")
-    if status == "pending":
-        return None
-    if status == "denied":
-        raise ToolDenied(tool_name, str(answer.get("reason") or "approval_denied"), approval_id=approval_id)
-    if status == "expired":
-        raise ApprovalTimeout(f"approval {approval_id} for tool {tool_name!r} expired before anyone decided")
-    token = _optional_str(answer, "token")
-    if status != "approved" or token is None:
-        raise GovernanceError(
-            f"malformed approval {approval_id}: status {status!r}, token present: {bool(token)}"
-        )
-    args = answer.get("args")
-    approved = dict(args) if isinstance(args, Mapping) else dict(base.args)
-    return _with(base, decision="approved", args=approved, approval_id=approval_id, token=token, raw=answer)
-
-
-@contextlib.contextmanager
-def _requesting_span(tracer: trace.Tracer, tool_name: str) -> Iterator[trace.SpanContext]:
-    """The span decisions are asked under: the current one, or a new root when there is none."""
-    current = trace.get_current_span().get_span_context()
-    if current.is_valid:
-        yield current
-        return
-    with tracer.start_as_current_span(f"govern {tool_name}") as span:
-        yield span.get_span_context()
-
-
-def _tool_span(
-    tracer: trace.Tracer, tool_name: str, result: DecisionResult, requesting: trace.SpanContext
-) -> Any:
-    attributes: dict[str, Any] = {
-        "gen_ai.operation.name": "execute_tool",
-        "gen_ai.tool.name": tool_name,
-        "gen_ai.tool.call.arguments": json.dumps(result.args, separators=(",", ":"), ensure_ascii=False),
-    }
-    if result.token:
-        attributes["traceward.decision_token"] = result.token
-    if result.fail_open:
-        attributes["traceward.fail_open"] = True
-    links = []
-    if result.approval_id:
-        attributes["traceward.approval_id"] = result.approval_id
-        links.append(trace.Link(requesting, {"traceward.approval_id": result.approval_id}))
-    return tracer.start_as_current_span(
-        f"execute_tool {tool_name}", kind=trace.SpanKind.INTERNAL, attributes=attributes, links=links
-    )
 
 
 def _check_signature(fn: Callable[..., Any], signature: inspect.Signature) -> None:
