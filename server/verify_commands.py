@@ -38,9 +38,9 @@ from otlp_receiver.store.audit import AuditLog
 from otlp_receiver.store.index import RunIndex
 from otlp_receiver.store.retention import known_tenants
 from otlp_receiver.store.steps import StepTable
-from server.governance_wiring import load_signing_keys
 from server.sealing import RunSealer, SealEntry, run_seals, seal_problem
 from server.settings import Settings
+from server.signing import load_signing_keys
 from server.steps import run_days
 from server.verify import (
     HeadProbe,

@@ -21,7 +21,7 @@ GET /v1/approvals/{id} has two audiences, which the one-permission guard cannot 
 (``read``, any approval of their tenant) and the agent that asked (an ingest key, ``decide``, approvals
 of its own tenant and project only; it alone receives the token). The route is declared public to the
 app-wide guard and carries its own guard, :func:`approval_reader_guard`, which authenticates and allows
-either permission; :meth:`server.governance_wiring.Governance.get_approval` enforces the project scope.
+either permission; :meth:`server.approvals.Approvals.get_approval` enforces the project scope.
 """
 
 from __future__ import annotations
@@ -42,7 +42,8 @@ from governance.policy import ACTION_CLASSES, AUTONOMY_LEVELS, parse_policy
 from governance.store import ApprovalFilters, ApprovalRecord, KillSwitch, PolicyRecord
 from otlp_receiver.errors import AuthenticationError, InvalidInputError, NotFoundError, PermissionDeniedError
 from server.auth import PUBLIC, Authenticator, Principal, current_principal, resolve_principal
-from server.governance_wiring import DecisionOutcome, Governance
+from server.decisions import DecisionOutcome
+from server.governance_wiring import Governance
 from server.runtime import Runtime
 from server.schemas import rfc3339
 
@@ -199,7 +200,7 @@ def approval_to_json(record: ApprovalRecord, *, for_agent: bool, kill_switch: bo
 
 def _approval_view(gov: Governance, principal: Principal, record: ApprovalRecord) -> dict[str, Any]:
     a = record.approval
-    blocked = gov.kill_switch_blocks(a.tenant, a.project, a.tool, a.action_class)
+    blocked = gov.policies.kill_switch_blocks(a.tenant, a.project, a.tool, a.action_class)
     return approval_to_json(record, for_agent=not principal.can("read"), kill_switch=blocked)
 
 
@@ -254,8 +255,8 @@ class PoliciesController(Controller):
             raise InvalidInputError("the policy must be UTF-8 text", details={"body": "not UTF-8"}) from exc
         policy = parse_policy(text, content_type=content_type)
         p = current_principal(request)
-        record = runtime.governance.create_policy(p, _project(p, project), policy, source=text,
-                                                  content_type=content_type.split(";")[0].strip().lower())
+        record = runtime.governance.policies.create_policy(p, _project(p, project), policy, source=text,
+                                                           content_type=content_type.split(";")[0].strip().lower())
         return policy_to_json(record, document=True)
 
     @get("/{policy_ref:str}", summary="Get one policy version with its document", opt=READ, sync_to_thread=True)
@@ -275,7 +276,7 @@ class PoliciesController(Controller):
         """Make it the project's only active version; the next decision uses it (audited)."""
         policy_id, _ = _action(policy_ref, ("activate",), "policies")
         p = current_principal(request)
-        return policy_to_json(runtime.governance.activate_policy(p, _project(p, project), policy_id))
+        return policy_to_json(runtime.governance.policies.activate_policy(p, _project(p, project), policy_id))
 
 
 class DecisionsController(Controller):
@@ -296,9 +297,9 @@ class DecisionsController(Controller):
         data: DecisionIn = _decode(body, DecisionIn)
         decision_request = _request(data.tool_name, data.args, data.agent, data.environment, data.action_class,
                                     data.autonomy_level)
-        outcome = await runtime.governance.decide_async(current_principal(request), decision_request,
-                                                        trace_id=data.trace_id, span_id=data.span_id,
-                                                        context=ApprovalContext.from_dict(data.context))
+        outcome = await runtime.governance.decisions.decide_async(current_principal(request), decision_request,
+                                                                  trace_id=data.trace_id, span_id=data.span_id,
+                                                                  context=ApprovalContext.from_dict(data.context))
         return decision_to_json(outcome)
 
 
@@ -320,7 +321,7 @@ class ApprovalsController(Controller):
         p = current_principal(request)
         gov = runtime.governance
         filters = ApprovalFilters(status=status, tool=tool, agent=agent, run=run, project=project)
-        records, next_cursor = gov.list_approvals(p, filters, limit=limit, cursor=cursor)
+        records, next_cursor = gov.approvals.list_approvals(p, filters, limit=limit, cursor=cursor)
         return {"approvals": [_approval_view(gov, p, r) for r in records], "next_cursor": next_cursor}
 
     @get("/{approval_ref:str}", summary="Get an approval; ?wait=N long-polls until it is decided",
@@ -332,7 +333,7 @@ class ApprovalsController(Controller):
         """The approval with its context and links to its run and span (the token only for the agent)."""
         p = current_principal(request)
         gov = runtime.governance
-        record = await gov.wait_for_approval(p, approval_ref, wait)
+        record = await gov.approvals.wait_for_approval(p, approval_ref, wait)
         return _approval_view(gov, p, record)
 
     @post("/{approval_ref:str}", summary="Decide: POST /v1/approvals/{id}:approve or :deny", opt=APPROVE,
@@ -345,10 +346,10 @@ class ApprovalsController(Controller):
         gov = runtime.governance
         if verb == "approve":
             approve_in: ApproveIn = _decode(body, ApproveIn)
-            record = gov.approve(p, approval_id, edited_args=approve_in.args, reason=approve_in.reason)
+            record = gov.approvals.approve(p, approval_id, edited_args=approve_in.args, reason=approve_in.reason)
         else:
             deny_in: DenyIn = _decode(body, DenyIn)
-            record = gov.deny(p, approval_id, reason=deny_in.reason)
+            record = gov.approvals.deny(p, approval_id, reason=deny_in.reason)
         return _approval_view(gov, p, record)
 
 
@@ -380,7 +381,7 @@ class GovernanceOpsController(Controller):
         if data.reason is not None and len(data.reason) > 4000:
             raise InvalidInputError("reason: at most 4000 characters", details={"reason": "too long"})
         gov = runtime.governance
-        state = gov.set_kill_switch(current_principal(request), enabled=data.enabled, reason=data.reason)
+        state = gov.policies.set_kill_switch(current_principal(request), enabled=data.enabled, reason=data.reason)
         return kill_switch_to_json(state, global_on=gov.config.global_kill_switch)
 
     @post("/break-glass", summary="Issue a break-glass token (admin, justification required)", opt=ADMIN,
@@ -392,7 +393,7 @@ class GovernanceOpsController(Controller):
         """
         data: BreakGlassIn = _decode(body, BreakGlassIn)
         p = current_principal(request)
-        outcome = runtime.governance.break_glass(
+        outcome = runtime.governance.decisions.break_glass(
             p, _project(p, data.project_id), _request(data.tool_name, data.args), trace_id=data.trace_id,
             span_id=data.span_id or secrets.token_hex(8), justification=data.justification, ttl_s=data.ttl_s)
         return decision_to_json(outcome) | {"break_glass": True}
