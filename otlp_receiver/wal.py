@@ -155,14 +155,20 @@ class WriteAheadLog:
         segment, offset = split_position(position)
         total = 0
         for seg in self._segments_from(segment):
-            path = self._path(seg)
-            size = path.stat().st_size if path.exists() else 0
+            size = self._size(seg)
             total += max(0, size - offset) if seg == segment else size
         return total
 
     def size_bytes(self) -> int:
         """Bytes currently held in all segments."""
-        return sum(self._path(s).stat().st_size for s in self._segment_numbers() if self._path(s).exists())
+        return sum(self._size(s) for s in self._segment_numbers())
+
+    def _size(self, segment: int) -> int:
+        """A segment's size; 0 once the flusher (maybe another process) has dropped it."""
+        try:
+            return self._path(segment).stat().st_size
+        except FileNotFoundError:
+            return 0
 
     def close(self) -> None:
         """Close the current segment."""

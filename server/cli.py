@@ -27,6 +27,7 @@ from otlp_receiver.store.keys import KeyStore
 from otlp_receiver.store.steps import StepTable
 from server.app import create_app, create_otlp_http_app
 from server.export import ExportRequest, main_export, parse_when
+from server.locks import FLUSHER_LOCK, DataDirLock, LockHeldError
 from server.retention import RetentionJob
 from server.routes.ingest import normalise_run_id
 from server.runtime import Runtime, load_diff_profiles
@@ -174,6 +175,19 @@ def _export(args: argparse.Namespace) -> int:
 
 def _run_retention(args: argparse.Namespace) -> int:
     settings = _settings(args)
+    # Deleting vacuums the Delta table: only while no flusher (a server's) is writing it; else use the API.
+    lock = DataDirLock(settings.data_dir, FLUSHER_LOCK)
+    try:
+        lock.acquire(what="traceward admin retention")
+    except LockHeldError as exc:
+        raise LockHeldError(f"{exc.message}; while a server runs, use POST /v1/admin/retention:run") from exc
+    try:
+        return _retention_pass(args, settings)
+    finally:
+        lock.release()
+
+
+def _retention_pass(args: argparse.Namespace, settings: Settings) -> int:
     index = RunIndex(settings.index_path)  # not a Runtime: never touch a running server's WAL
     job = RetentionJob(index, StepTable(settings.steps_path), AuditLog(index), default_days=settings.retention_days,
                        audit_days=settings.audit_retention_days, interval_s=0)

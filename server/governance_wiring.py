@@ -25,6 +25,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 
 from governance import store
@@ -60,7 +61,10 @@ class Governance:
 
     def __init__(self, index: RunIndex, keys: SigningKeys, record: RecordSteps,
                  config: GovernanceConfig | None = None) -> None:
-        self.index, self.keys, self.config = index, keys, config or GovernanceConfig()
+        self.index, self.config = index, config or GovernanceConfig()
+        self._keys = keys
+        self.key_listeners: list[Callable[[SigningKeys], None]] = []
+        """Told of rotated keys (the flusher process's sealer); each has them when the setter returns."""
         self.recorder = StepRecorder(record, index, linger_s=self.config.step_linger_s)
         self.policies = PolicyState(index, global_kill_switch=self.config.global_kill_switch)
         issuer = TokenIssuer(lambda: self.keys, ttl_s=self.config.token_ttl_s)
@@ -71,6 +75,17 @@ class Governance:
                              record_step=self.recorder.add, before_check=self.recorder.flush)
         self._stop = threading.Event()
         self._jobs: threading.Thread | None = None
+
+    @property
+    def keys(self) -> SigningKeys:
+        """The Ed25519 keys that sign decision tokens and run seals."""
+        return self._keys
+
+    @keys.setter
+    def keys(self, keys: SigningKeys) -> None:
+        self._keys = keys
+        for listener in self.key_listeners:
+            listener(keys)
 
     # -- lifecycle --------------------------------------------------------------------------------------------
 

@@ -63,7 +63,6 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 from prometheus_client.registry import Collector
 
 from otlp_receiver.errors import AppError
-from otlp_receiver.flusher import Batch
 from otlp_receiver.ingest import IngestResult
 from otlp_receiver.log_content import NOT_CONTENT, LogContent
 from otlp_receiver.service import TraceServicer
@@ -72,6 +71,7 @@ from otlp_receiver.store.findings import queue_depth
 from otlp_receiver.store.index import RunIndex
 from server.auth import PUBLIC
 from server.errors import status_for
+from server.flushing import FlushedSteps
 
 logger = logging.getLogger(__name__)
 
@@ -178,7 +178,7 @@ class Metrics:
 
     # -- flushes and runs ------------------------------------------------------------------------------------
 
-    def observe_batch(self, index: RunIndex, batch: Batch, flush_s: float) -> None:
+    def observe_batch(self, index: RunIndex, batch: FlushedSteps, flush_s: float) -> None:
         """Flusher listener (after commit): flush timing, runs started and finished with their usage."""
         self.flush_seconds.observe(flush_s)
         self.flushed_steps.inc(batch.step_count)

@@ -2,7 +2,8 @@
 
 Builds the stores, the WAL, the ingest pipeline, the flusher and the OTLP gRPC server from
 Settings, wires them together, and starts/stops them in order. HTTP apps (``app.py``) take
-a started Runtime.
+a started Runtime. The flusher runs in a process of its own (``server/flushing.py``) unless
+TRACEWARD_FLUSHER_PROCESS=false makes it a thread; either way it is built by ``build_flusher``.
 """
 
 from __future__ import annotations
@@ -18,15 +19,14 @@ import yaml
 
 from diff.normalize import Profile, load_profiles
 from otlp_receiver.errors import ConfigError, OverloadedError
-from otlp_receiver.flusher import Batch, Flusher
+from otlp_receiver.flusher import Flusher
 from otlp_receiver.ingest import IngestPipeline, IngestResult, Sequencer
 from otlp_receiver.log_content import LogContent
 from otlp_receiver.model import Span
 from otlp_receiver.pricing import PriceTable
 from otlp_receiver.service import IngestIdentity, LogsServicer, start_grpc_server
 from otlp_receiver.store.audit import AuditLog
-from otlp_receiver.store.events import record_flush_events
-from otlp_receiver.store.findings import StoredFinding, queue_finished_runs
+from otlp_receiver.store.findings import StoredFinding
 from otlp_receiver.store.frames import RunFrameCache
 from otlp_receiver.store.index import RunIndex
 from otlp_receiver.store.keys import KeyRecord, KeyStore
@@ -34,8 +34,10 @@ from otlp_receiver.store.steps import StepTable
 from otlp_receiver.wal import WriteAheadLog
 from server.auth import Authenticator, jwt_verifier
 from server.findings_job import FindingsJob
+from server.flushing import FlushedSteps, FlusherProcess, RemoteRetention, build_flusher, build_retention
 from server.forwarding import forwarder_from_settings
 from server.governance_wiring import governance_from_settings
+from server.locks import FLUSHER_LOCK, SERVER_LOCK, DataDirLock
 from server.metrics import Metrics, ObservedTraceServicer, StoreCollector
 from server.ratelimit import RateLimiter, limited_ingest_identity
 from server.redaction import TenantRedaction, load_master_key, load_policy_doc
@@ -53,6 +55,14 @@ class Runtime:
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
         settings.data_dir.mkdir(parents=True, exist_ok=True)
+        self._locks = self._lock_data_dir(settings)
+        try:
+            self._build(settings)
+        except BaseException:
+            self._release_locks()
+            raise
+
+    def _build(self, settings: Settings) -> None:
         self.index = RunIndex(settings.index_path)
         self.steps = StepTable(settings.steps_path)
         self.wal = WriteAheadLog(settings.wal_dir, fsync=settings.wal_fsync)
@@ -67,8 +77,6 @@ class Runtime:
                                        bind_step=self.governance.bind_step,
                                        redact=self.redaction if settings.redaction == "on" else None,
                                        on_accepted=self.forwarder.enqueue if self.forwarder else None)
-        self.flusher = Flusher(self.wal, self.index, self.steps, self.sequencer, self.prices,
-                               interval_s=settings.flush_interval_s)
         self.keys = KeyStore(self.index)
         self.diff_profiles = load_diff_profiles(settings.diff_profiles_file)
         self.step_cache = RunStepCache()
@@ -77,19 +85,33 @@ class Runtime:
         self.audit = AuditLog(self.index)
         self.sealer = RunSealer(self.index, self.audit, lambda: self.governance.keys, idle_s=settings.seal_idle_s,
                                 interval_s=settings.seal_interval_s)
-        self.flusher.hooks.append(self.sealer.hook)  # a run's seal commits with the batch that finished it
-        self.retention = RetentionJob(
-            self.index, self.steps, self.audit, default_days=settings.retention_days,
-            audit_days=settings.audit_retention_days, interval_s=settings.retention_interval_s,
-            drain=lambda: self.flusher.wait_flushed(self.wal.end_position()), forget=self.pipeline.forget_runs)
+        self._wire_flusher(settings)
         self._wire_analytics(settings)
         self.grpc_server: grpc.Server | None = None
         self.grpc_port = 0
         self.spans_accepted = 0
         self.spans_duplicate = 0
 
+    def _wire_flusher(self, settings: Settings) -> None:
+        """The flusher and retention, the Delta table's writers: both in the flusher process (default, and
+        the hooks are built there by the same ``build_flusher``), or both here with the flusher a thread."""
+        self.flusher: Flusher | FlusherProcess
+        self.retention: RetentionJob
+        if settings.flusher_process:
+            self.flusher = FlusherProcess(settings, self.index, self.steps, self.sequencer,
+                                          wal_end=self.wal.end_position, keys=lambda: self.governance.keys,
+                                          forget=self.pipeline.forget_runs)
+            self.governance.key_listeners.append(self.flusher.push_keys)
+            self.retention = RemoteRetention(settings, self.index, self.steps, self.audit, self.flusher)
+        else:
+            self.flusher = build_flusher(settings, self.wal, self.index, self.steps, self.sequencer, self.prices,
+                                         self.sealer)
+            self.retention = build_retention(
+                settings, self.index, self.steps, self.audit, forget=self.pipeline.forget_runs,
+                drain=lambda: self.flusher.wait_flushed(self.wal.end_position()))
+
     def _wire_analytics(self, settings: Settings) -> None:
-        """Metrics, the event log and the findings scan (issue 7): hooks commit with each batch."""
+        """Metrics and the findings scan (issue 7), woken after each flushed batch."""
         self.metrics = Metrics(max_agents=settings.metrics_max_agents)
         self.metrics.registry.register(StoreCollector(
             self.index, wal_depth=lambda: self.wal.bytes_after(self.flusher.checkpoint()), wal_size=self.wal.size_bytes))
@@ -97,7 +119,6 @@ class Runtime:
             self.index, self.steps, idle_window_s=settings.findings_idle_s,
             events_retention_s=settings.events_retention_s,
             on_findings=self._count_findings)
-        self.flusher.hooks.extend((record_flush_events, queue_finished_runs))
         self.flusher.listeners.append(self._after_flush)
         self.run_frames = RunFrameCache(self.index)
         self.health_cache: dict[str, tuple[float, dict[str, Any]]] = {}
@@ -108,11 +129,26 @@ class Runtime:
         for finding in new:
             self.metrics.findings.labels(finding.kind).inc()
 
-    def _after_flush(self, batch: Batch) -> None:
+    def _after_flush(self, batch: FlushedSteps) -> None:
         self.metrics.observe_batch(self.index, batch, self.flusher.last_flush_s)
         self.findings_job.wake()
 
     # -- lifecycle -------------------------------------------------------------------------------------------
+
+    @staticmethod
+    def _lock_data_dir(settings: Settings) -> list[DataDirLock]:
+        """One server per data dir (one WAL appender); with the flusher as a thread, this process is also the
+        one Delta writer (an orphaned flusher process of a killed server may still be draining: wait)."""
+        locks = [DataDirLock(settings.data_dir, SERVER_LOCK)]
+        locks[0].acquire(what="traceward serve")
+        if not settings.flusher_process:
+            locks.append(DataDirLock(settings.data_dir, FLUSHER_LOCK))
+            try:
+                locks[1].acquire(wait_s=600.0, what="the flusher thread")
+            except ConfigError:
+                locks[0].release()
+                raise
+        return locks
 
     def start(self, *, grpc: bool = True) -> None:
         """Replay the WAL, start the flusher and (optionally) the OTLP gRPC server."""
@@ -144,6 +180,11 @@ class Runtime:
             self.forwarder.stop()  # what is still queued stays on disk for the next start
         self.findings_job.stop()
         self.wal.close()
+        self._release_locks()
+
+    def _release_locks(self) -> None:
+        for lock in reversed(self._locks):
+            lock.release()
 
     @property
     def forward_queue_depth(self) -> int:

@@ -47,6 +47,9 @@ class Settings:
     """TRACEWARD_WAL_FSYNC: fsync every WAL append before acknowledging (durable across power loss)."""
     wal_max_bytes: int = 1024 * 1024 * 1024
     """TRACEWARD_WAL_MAX_BYTES: unflushed WAL bytes above which ingest answers 'overloaded, retry later'."""
+    flusher_process: bool = True
+    """TRACEWARD_FLUSHER_PROCESS: run the flusher (WAL → Delta + SQLite, compaction, retention) in a child process
+    of its own, so receiving and flushing use two cores; false runs it as a thread of the server."""
     flush_interval_s: float = 0.2
     """TRACEWARD_FLUSH_INTERVAL_S: how often the flusher moves the WAL into the stores when idle."""
     price_file: Path | None = None

@@ -105,6 +105,11 @@ class StepTable:
             self._dt.vacuum(retention_hours=0, enforce_retention_duration=False, dry_run=False)
             self._refresh()
 
+    def refresh(self) -> None:
+        """Load what another process (the flusher process) committed or vacuumed into this snapshot."""
+        with self._lock:
+            self._refresh_or_reopen()
+
     def _refresh_or_reopen(self) -> None:
         try:
             self._refresh()
@@ -117,7 +122,10 @@ class StepTable:
 
     def _refresh(self) -> None:
         if self._dt is None:
-            self._dt = DeltaTable(self.path)
+            try:
+                self._dt = DeltaTable(self.path)
+            except TableNotFoundError:
+                return  # the flusher process has not written the first batch yet
         else:
             self._dt.update_incremental()
 
@@ -177,9 +185,11 @@ class StepTable:
                 return self.run_frame(tenant_id, run_id, days, after_seq=after_seq, limit=limit,
                                       types=types, max_seq=max_seq).collect()
             except FileNotFoundError:
-                # A compaction vacuumed a file of the snapshot we listed: list the files again, once.
+                # A compaction vacuumed a file of the snapshot we listed (in the flusher process, perhaps
+                # before it told us): load the table's current snapshot and list the files again, once.
                 if attempt == 2:
                     raise StorageError("step files changed during the read; retry") from None
+                self.refresh()
             except pl.exceptions.PolarsError as exc:
                 raise StorageError(f"step table read failed: {exc}") from exc
         raise AssertionError("unreachable")
