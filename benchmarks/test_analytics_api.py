@@ -127,7 +127,8 @@ def test_timeseries_of_one_day_in_minutes(benchmark: Any, server: LiveServer) ->
 
 @pytest.fixture(scope="module")
 def scan_runtime(scale: float, tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Runtime, int]]:
-    runtime = Runtime(Settings(data_dir=tmp_path_factory.mktemp("scan-bench") / "data", wal_fsync=False))
+    runtime = Runtime(Settings(data_dir=tmp_path_factory.mktemp("scan-bench") / "data", wal_fsync=False,
+                               flusher_process=False))
     runs = 1_000 if scale >= 0.1 else 100
     per_request = 100  # runs per export
     for seed in range(runs // per_request):

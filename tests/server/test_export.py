@@ -30,7 +30,7 @@ DAY1 = 1_767_225_600 * 10**9  # 2026-01-01T00:00:00Z
 def data_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """Two tenants; tenant ``default`` has a run on 2026-01-01 (3 steps) and one on 01-02 (2 steps)."""
     path = tmp_path_factory.mktemp("export") / "data"
-    runtime = Runtime(Settings(data_dir=path, wal_fsync=False))
+    runtime = Runtime(Settings(data_dir=path, wal_fsync=False, flusher_process=False))  # flushed in-process
     try:
         for tenant, day, children in (("default", DAY1, 2), ("default", DAY1 + DAY, 1), ("other", DAY1, 4)):
             root = make_span(name="invoke_agent", start_ns=day + 3_600 * 10**9, end_ns=day + 3_601 * 10**9,

@@ -33,7 +33,7 @@ SECOND = 10**9
 
 @pytest.fixture
 def runtime(tmp_path: Path) -> Iterator[Runtime]:
-    rt = Runtime(Settings(data_dir=tmp_path / "data", wal_fsync=False, findings_idle_s=600))
+    rt = Runtime(Settings(data_dir=tmp_path / "data", wal_fsync=False, findings_idle_s=600, flusher_process=False))
     try:
         yield rt
     finally:
@@ -88,7 +88,7 @@ def test_rescanning_refreshes_without_duplicates_or_new_events(runtime: Runtime)
 
 
 def test_queued_scan_survives_a_restart(tmp_path: Path) -> None:
-    settings = Settings(data_dir=tmp_path / "data", wal_fsync=False)
+    settings = Settings(data_dir=tmp_path / "data", wal_fsync=False, flusher_process=False)
     first = Runtime(settings)
     spans = failing_run(start_ns=time.time_ns() - 60 * SECOND)
     first.ingest_spans(IDENTITY, spans)

@@ -65,7 +65,7 @@ def verifier(rt: Runtime) -> Verifier:
 
 # -- in-process ------------------------------------------------------------------------------------------------
 def test_a_seal_commits_atomically_with_the_batch_that_finished_the_run(tmp_path: Path) -> None:
-    rt = Runtime(Settings(data_dir=tmp_path / "data", seal_interval_s=0, wal_fsync=False))
+    rt = Runtime(Settings(data_dir=tmp_path / "data", seal_interval_s=0, wal_fsync=False, flusher_process=False))
 
     def fail(db: Any, batch: Any) -> None:
         raise RuntimeError("crash after the seal was written, before the commit")
