@@ -28,17 +28,25 @@ class WalReader(WriteAheadLog):
         self.poll_s = poll_s
         self.fsync = False
         self._cap: int | None = None
+        self._last = 0  # the last segment seen
 
     def end_position(self) -> int:
-        """Position after the last byte on disk (possibly inside a record still being written), or the cap."""
-        segments = self._segment_numbers()
-        if not segments:
-            return 0
+        """Position after the last byte on disk (possibly inside a record still being written), or the cap.
+
+        Polled every few milliseconds: two stats (the last segment, and whether the appender has rotated to
+        the next one), not a directory listing, unless the last segment is gone."""
+        segment = self._last
+        while self._path(segment + 1).exists():
+            segment += 1
         try:
-            size = self._path(segments[-1]).stat().st_size
+            size = self._path(segment).stat().st_size
         except FileNotFoundError:
-            size = 0
-        end = make_position(segments[-1], size)
+            segments = self._segment_numbers()
+            if not segments:
+                return 0
+            segment, size = segments[-1], self._size(segments[-1])
+        self._last = segment
+        end = make_position(segment, size)
         return end if self._cap is None else min(end, self._cap)
 
     def freeze(self) -> int:

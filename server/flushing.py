@@ -257,6 +257,8 @@ class FlusherProcess:
         self._fail_pending("the flusher process exited; retry")
         if self._stopping.is_set():
             return True
+        if self._conn is not None:
+            self._conn.close()
         while not self._stopping.is_set():
             code = self._proc.wait() if self._proc is not None else None
             logger.error("flusher process exited (code %s); restarting it in %.0f s", code, RESTART_DELAY_S)
