@@ -37,6 +37,7 @@ import threading
 import time
 from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import Future
+from concurrent.futures import TimeoutError as FutureTimeout
 from dataclasses import dataclass, field
 from multiprocessing.connection import Connection
 from pathlib import Path
@@ -198,7 +199,10 @@ class FlusherProcess:
             except OSError as exc:
                 self._pending.pop(request, None)
                 raise StorageError("the flusher process is restarting; retry") from exc
-        return future.result(timeout=timeout_s)
+        try:
+            return future.result(timeout=timeout_s)
+        except FutureTimeout as exc:
+            raise StorageError(f"the flusher process did not answer {op!r} within {timeout_s:.0f} s") from exc
 
     def push_keys(self, keys: SigningKeys) -> None:
         """Hand rotated signing keys to the flusher process; it seals with them once this returns.
@@ -223,6 +227,8 @@ class FlusherProcess:
         with self._send_lock:  # keys read and connection published together: see push_keys
             conn.send(("init", self.settings, self.keys().to_pem(), logging.getLogger().getEffectiveLevel()))
             self._proc, self._conn = proc, conn
+            if self._stopping.is_set():  # stop() came while this (re)start was under way
+                conn.send(("stop",))
         try:
             while True:
                 if not conn.poll(START_TIMEOUT_S):
