@@ -32,7 +32,8 @@ from server.runtime import Runtime
 def healthz(runtime: Runtime) -> dict[str, Any]:
     """Always 200 while the process serves; includes counters useful to operators."""
     return {"status": "ok", "spans_accepted": runtime.spans_accepted, "spans_duplicate": runtime.spans_duplicate,
-            "wal_bytes": runtime.wal.size_bytes(), "last_flush_s": runtime.flusher.last_flush_s}
+            "wal_bytes": runtime.wal.size_bytes(), "last_flush_s": runtime.flusher.last_flush_s,
+            "flusher_restarts": runtime.flusher_restarts}
 
 
 def _base(runtime: Runtime, handlers: list[Any], *, openapi: bool) -> Litestar:

@@ -131,11 +131,6 @@ class FlusherProcess:
         self._conn: Connection | None = None
         self._reader: threading.Thread | None = None
 
-    @property
-    def pid(self) -> int | None:
-        """The flusher process's pid (None before start)."""
-        return self._proc.pid if self._proc is not None else None
-
     def checkpoint(self) -> int:
         """The WAL position the flusher process last reported committed (no SQLite read on the ingest path)."""
         return self._position

@@ -187,6 +187,11 @@ class Runtime:
             lock.release()
 
     @property
+    def flusher_restarts(self) -> int:
+        """How often the flusher process died and was restarted (0 with the flusher as a thread)."""
+        return self.flusher.restarts if isinstance(self.flusher, FlusherProcess) else 0
+
+    @property
     def forward_queue_depth(self) -> int:
         """Exports waiting in the forwarding queue (0 when forwarding is off)."""
         return self.forwarder.forward_queue_depth if self.forwarder is not None else 0
