@@ -10,6 +10,7 @@ reaches the whole process group; the server stops it in order).
 from __future__ import annotations
 
 import contextlib
+import gc
 import logging
 import signal
 import sys
@@ -34,6 +35,10 @@ from server.settings import Settings
 logger = logging.getLogger("traceward.flusher")
 
 EXIT_LOCKED = 3
+GC_THRESHOLDS = (50_000, 10, 10)
+"""The server's tuning (``server/cli.py``, ``_freeze_startup_heap``): flushing, too, allocates millions of
+short-lived acyclic dicts and strings that reference counting frees; at CPython's default (700) the cyclic
+collector would run every few hundred steps."""
 
 
 class _ReportingStepTable(StepTable):
@@ -75,6 +80,9 @@ class FlusherChild:
     def run(self) -> None:
         """Drain, report ready, serve until stopped (or orphaned), drain again and report stopped."""
         self.flusher.listeners.append(self._report_batch)
+        gc.collect()
+        gc.freeze()  # modules and start-up objects: out of the collector's reach for the process's lifetime
+        gc.set_threshold(*GC_THRESHOLDS)
         self.flusher.start()  # drains the WAL first
         self.retention.start()
         self.send(("ready", self.flusher.checkpoint()))
