@@ -73,6 +73,31 @@ TransactionalHook = Callable[[Database, Batch], None]
 here commit atomically with the batch and its checkpoint (exactly once, also across a crash replay)."""
 
 
+
+class FlushedMark:
+    """The WAL position stored so far, and waiting for it (thread-safe; it only moves forward)."""
+
+    def __init__(self, position: int) -> None:
+        self.position = position
+        self._changed = threading.Condition()
+
+    def advance(self, position: int) -> None:
+        """Records up to ``position`` are stored: wake the waiters."""
+        with self._changed:
+            self.position = max(self.position, position)
+            self._changed.notify_all()
+
+    def wait(self, position: int, timeout_s: float) -> bool:
+        """Block until records up to ``position`` are stored; False on timeout."""
+        deadline = time.monotonic() + timeout_s
+        with self._changed:
+            while self.position < position:
+                remaining = deadline - time.monotonic()
+                if remaining <= 0:
+                    return False
+                self._changed.wait(remaining)
+        return True
+
 class Flusher:
     """Background WAL → stores mover."""
 
@@ -87,8 +112,7 @@ class Flusher:
         self.hooks: list[TransactionalHook] = []
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
-        self._flushed = threading.Condition()
-        self._position = self.checkpoint()
+        self._flushed = FlushedMark(self.checkpoint())
         self._last_compact = time.monotonic()
         self.last_flush_s = 0.0
         self.tallies = TallyCache()
@@ -119,20 +143,13 @@ class Flusher:
 
     def wait_flushed(self, position: int, timeout_s: float = 10.0) -> bool:
         """Block until records up to ``position`` are queryable."""
-        deadline = time.monotonic() + timeout_s
-        with self._flushed:
-            while self._position < position:
-                remaining = deadline - time.monotonic()
-                if remaining <= 0:
-                    return False
-                self._flushed.wait(remaining)
-        return True
+        return self._flushed.wait(position, timeout_s)
 
     def _loop(self) -> None:
         while not self._stop.is_set():
             try:
                 if not self.flush_once():
-                    self.wal.wait_for_data(self._position, self.interval_s)
+                    self.wal.wait_for_data(self._flushed.position, self.interval_s)
                 self._maybe_compact()
             except Exception:  # process boundary: log and keep the flusher alive
                 logger.exception("flush round failed; retrying")
@@ -178,9 +195,7 @@ class Flusher:
     def _advance(self, end: int) -> None:
         self.sequencer.flushed(end)
         self.wal.drop_before(end)
-        with self._flushed:
-            self._position = end
-            self._flushed.notify_all()
+        self._flushed.advance(end)
 
     def _maybe_compact(self) -> None:
         if time.monotonic() - self._last_compact < self.compact_every_s:

@@ -34,7 +34,6 @@ import socket
 import subprocess
 import sys
 import threading
-import time
 from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import Future
 from concurrent.futures import TimeoutError as FutureTimeout
@@ -45,7 +44,7 @@ from typing import Any, Protocol
 
 from governance.tokens import SigningKeys
 from otlp_receiver.errors import StorageError
-from otlp_receiver.flusher import CHECKPOINT_KEY, Flusher
+from otlp_receiver.flusher import CHECKPOINT_KEY, FlushedMark, Flusher
 from otlp_receiver.ingest import Sequencer
 from otlp_receiver.pricing import PriceTable
 from otlp_receiver.store.audit import AuditLog
@@ -121,8 +120,7 @@ class FlusherProcess:
         self.listeners: list[Callable[[FlushedBatch], None]] = []
         self.last_flush_s = 0.0
         self.restarts = 0
-        self._position = _stored_checkpoint(index)
-        self._flushed = threading.Condition()
+        self._flushed = FlushedMark(_stored_checkpoint(index))
         self._stopping = threading.Event()
         self._send_lock = threading.Lock()
         self._ids = itertools.count(1)
@@ -133,7 +131,7 @@ class FlusherProcess:
 
     def checkpoint(self) -> int:
         """The WAL position the flusher process last reported committed (no SQLite read on the ingest path)."""
-        return self._position
+        return self._flushed.position
 
     # -- lifecycle -------------------------------------------------------------------------------------------
 
@@ -165,14 +163,7 @@ class FlusherProcess:
 
     def wait_flushed(self, position: int, timeout_s: float = 10.0) -> bool:
         """Block until records up to ``position`` are queryable."""
-        deadline = time.monotonic() + timeout_s
-        with self._flushed:
-            while self._position < position:
-                remaining = deadline - time.monotonic()
-                if remaining <= 0:
-                    return False
-                self._flushed.wait(remaining)
-        return True
+        return self._flushed.wait(position, timeout_s)
 
     def drain(self) -> None:
         """Wait until everything appended so far is queryable."""
@@ -317,9 +308,7 @@ class FlusherProcess:
 
     def _advance(self, end: int) -> None:
         self.sequencer.flushed(end)
-        with self._flushed:
-            self._position = max(self._position, end)
-            self._flushed.notify_all()
+        self._flushed.advance(end)
 
 
 class RemoteRetention(RetentionJob):
