@@ -208,11 +208,15 @@ def _prepared_columns() -> list[pl.Expr]:
     error_text = pl.concat_str("error_type", "error_message", separator=": ", ignore_nulls=True)
     output = payload.str.json_path_match("$.output")
     tool_refusal = pl.when(kind == "tool").then(output).str.contains(PERMISSION_DENIED_OUTPUT_PATTERN)
+    # The payload's input, unquoted when it is JSON text: a user turn after an answer, with a rejection word in it.
+    # (The whole payload would let most model steps through: "stop" is also a finish reason.)
+    given = payload.str.json_path_match("$.input")
     maybe_rejection = (
         (kind == "model")
-        & payload.str.contains(r'"(?:user|human)"')
-        & payload.str.contains(USER_REJECTION_PATTERN)
-    )
+        & given.str.contains(r'(?i)"(?:user|human)"')
+        & given.str.contains(r'(?i)"(?:assistant|ai|model)"')
+        & given.str.contains(USER_REJECTION_PATTERN)
+    ).fill_null(False)
     derived = {
         "args": pl.when(kind == "tool").then(payload.str.json_path_match("$.input")),
         "has_output": kind.is_in(("model", "span")) & ~output.fill_null("").is_in(_NO_OUTPUT),
@@ -370,8 +374,8 @@ def _rejections(payload: str) -> Iterator[tuple[int, str]]:
         role = str(message.get("role", "")).lower()
         text = _message_text(message).strip()
         after_answer = role in ("user", "human") and previous in ("assistant", "ai", "model")
-        negative = _REJECTION.search(text) and not _NOT_A_REJECTION.search(text)
-        if after_answer and len(text) <= USER_REJECTION_MAX_CHARS and negative:
+        if after_answer and len(text) <= USER_REJECTION_MAX_CHARS and _REJECTION.search(text) \
+                and not _NOT_A_REJECTION.search(text):
             yield position, text
         if role != "system":
             previous = role

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from typing import Any
 
 import polars as pl
@@ -178,6 +179,23 @@ def test_user_rejection_reads_plain_content_and_message_wrappers() -> None:
         "input": {"messages": [{"role": "ai", "content": "Here"}, {"role": "human", "content": "stop"}]}
     }
     assert kinds(scan([step("r1", 1, type="model", payload=payload)])) == ["user_rejection"]
+
+
+@pytest.mark.parametrize("encode", [False, True], ids=["list", "json-string"])
+def test_user_rejection_with_capitalised_roles_and_input_as_json_text(encode: bool) -> None:
+    """Roles compare case-insensitively, and ``input`` may be the messages as a JSON string (OpenInference's
+    ``input.value``): the vectorised pre-filter must let both through to the exact check."""
+    history = [{"role": "User", "content": "book a flight"}, {"role": "Assistant", "content": "Booked LH 123"},
+               {"role": "USER", "content": "No, that's wrong"}]
+    payload = {"input": json.dumps(history) if encode else history}
+    assert kinds(scan([step("r1", 1, type="model", payload=payload)])) == ["user_rejection"]
+
+
+def test_a_finish_reason_stop_is_not_a_rejection() -> None:
+    """``stop`` is in the rejection words and in nearly every model payload (finish reasons)."""
+    payload = {"input": [{"role": "user", "content": "plan a trip"}], "attributes": {
+        "gen_ai.response.finish_reasons": ["stop"]}, "output": [{"role": "assistant", "content": "Done"}]}
+    assert scan([step("r1", 1, type="model", payload=payload)]) == []
 
 
 def test_cost_and_latency_spikes_against_the_baseline() -> None:
