@@ -15,8 +15,8 @@ processor's ``****`` masks, and (on spans whose ``redaction.masked.count`` says 
 values) hex digests under key rules.
 
 Speed: a clean span costs its share of one RE2 scan over the strings of its whole batch (keys are
-decided once per distinct key and cached); only a span with a possible hit takes the exact, slower rewrite. A span with nothing to
-redact is returned as the same object.
+decided once per distinct key and cached); only a span with a possible hit takes the exact, slower
+rewrite. A span with nothing to redact is returned as the same object.
 
 Pure: no I/O and no logging of values. Imports the standard library, orjson, google-re2 (through
 ``redact_rules``), its text helpers (``redact_text``), ``key_profile`` and the model.
