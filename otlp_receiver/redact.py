@@ -113,9 +113,7 @@ class Redactor:
 
     def redact_span(self, span: Span) -> tuple[Span, RedactionMeta]:
         """The span with secrets masked, and where/why; the same object and an empty meta if clean."""
-        if not self._may_need_redaction(span):
-            return span, EMPTY_META
-        return _Rewrite(self, is_upstream_redacted(span)).span(span)
+        return self.redact_spans((span,))[0]
 
     def redact_spans(self, spans: Sequence[Span]) -> list[tuple[Span, RedactionMeta]]:
         """:meth:`redact_span` of each span, with ONE scan over the strings of all of them.
@@ -157,13 +155,6 @@ class Redactor:
         return new, rewrite.meta()
 
     # -- fast path: is there anything at all? ------------------------------------------------------------
-    def _may_need_redaction(self, span: Span) -> bool:
-        """Cheap, conservative check: False only if nothing in the span can match any rule."""
-        if not self.policy.batchable:
-            return True
-        parts = self._span_parts(span)
-        return parts is None or self.is_text_dirty("\n".join(parts))
-
     def _span_parts(self, span: Span) -> list[str] | None:
         """The span's strings for the value scan; None if a key rule already decides it needs the exact pass."""
         parts = [span.name, span.status_message]
