@@ -9,6 +9,7 @@ from __future__ import annotations
 from collections.abc import Iterator
 from pathlib import Path
 
+import grpc
 import pytest
 
 from tests.live import LiveServer
@@ -32,3 +33,13 @@ def shared_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LiveServ
         yield server
     finally:
         server.stop()
+
+
+@pytest.fixture(scope="module")
+def channel(shared_server: LiveServer) -> Iterator[grpc.Channel]:
+    """A gRPC channel to the module's shared server."""
+    ch = grpc.insecure_channel(f"127.0.0.1:{shared_server.grpc_port}")
+    try:
+        yield ch
+    finally:
+        ch.close()

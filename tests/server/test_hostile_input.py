@@ -12,7 +12,6 @@ from __future__ import annotations
 import gzip
 import os
 import zlib
-from collections.abc import Iterator
 from typing import Any
 
 import grpc
@@ -123,15 +122,6 @@ def nesting(value: Any) -> tuple[int, Any]:
 
 
 # --- fixtures and helpers ---------------------------------------------------------------------------------
-@pytest.fixture(scope="module")
-def channel(shared_server: LiveServer) -> Iterator[grpc.Channel]:
-    ch = grpc.insecure_channel(f"127.0.0.1:{shared_server.grpc_port}")
-    try:
-        yield ch
-    finally:
-        ch.close()
-
-
 def stub(channel: grpc.Channel) -> trace_service_pb2_grpc.TraceServiceStub:
     return trace_service_pb2_grpc.TraceServiceStub(channel)
 

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import gzip
 import os
-from collections.abc import Iterator
 from typing import Any
 
 import grpc
@@ -67,15 +66,6 @@ def post(server: LiveServer, body: bytes, content_type: str = "application/x-pro
     if key is not None:
         hdrs["authorization"] = f"Bearer {key}"
     return httpx.post(f"{server.otlp_http_url}/v1/logs", content=body, headers=hdrs, timeout=60)
-
-
-@pytest.fixture(scope="module")
-def channel(shared_server: LiveServer) -> Iterator[grpc.Channel]:
-    ch = grpc.insecure_channel(f"127.0.0.1:{shared_server.grpc_port}")
-    try:
-        yield ch
-    finally:
-        ch.close()
 
 
 def raw_export(channel: grpc.Channel, body: bytes, metadata: Any = AUTH) -> bytes:
