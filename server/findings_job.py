@@ -1,7 +1,9 @@
 """The findings job: runs ``analysis.findings`` over finished (and idle) runs in the background.
 
 Finished runs are queued by a flusher transactional hook (``queue_finished_runs``), atomically with
-the batch that finished them; the flusher's listener wakes this thread. Each round takes up to
+the batch that finished them; the flusher's listener wakes this thread. Under load the flusher wakes it
+after every batch, so rounds start at most once per ``min_round_s`` (2 s) and each takes the runs of
+the batches since the last: a round costs one scan of the step files however many batches fed it. Each round takes up to
 ``batch_runs`` queued runs, loads them per tenant (one SQL query for the runs, one Parquet scan of
 the days that hold their steps), scans them in one prepared batch (``scan_runs``) and stores the
 findings with their ``finding.raised`` events in one transaction. Finding ids are deterministic, so
@@ -51,13 +53,14 @@ class FindingsJob:
     """Background scanner of queued runs (one daemon thread)."""
 
     def __init__(self, index: RunIndex, steps: StepTable, *, idle_window_s: float, events_retention_s: float,
-                 idle_check_s: float = 30.0, batch_runs: int = 500,
+                 idle_check_s: float = 30.0, batch_runs: int = 500, min_round_s: float = 2.0,
                  on_findings: Callable[[list[StoredFinding]], None] | None = None) -> None:
         self.index, self.steps = index, steps
         self.idle_window_ns = int(idle_window_s * 1e9)
         self.events_retention_ns = int(events_retention_s * 1e9)
         self.idle_check_s = min(idle_check_s, idle_window_s)  # look for idle runs at least once a window
         self.batch_runs = batch_runs
+        self.min_round_s = min_round_s
         self.on_findings = on_findings
         self._baselines: dict[str, tuple[float, dict[str, Baseline]]] = {}
         self._wake = threading.Event()
@@ -86,9 +89,13 @@ class FindingsJob:
     def _loop(self) -> None:
         while not self._stop.is_set():
             try:
+                started = time.monotonic()
                 if self.run_once() < self.batch_runs:  # a full round: the queue may hold more
                     self._wake.wait(1.0)
                     self._wake.clear()
+                    # Under load the flusher wakes us after every batch: gather the runs of a few batches
+                    # into one round, so the steps' files are scanned once for all of them.
+                    self._stop.wait(max(0.0, started + self.min_round_s - time.monotonic()))
                 if time.monotonic() - self._last_housekeeping >= self.idle_check_s:
                     self.housekeeping()
             except Exception:  # background boundary: log and keep scanning

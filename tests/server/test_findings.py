@@ -185,3 +185,35 @@ def test_a_run_that_breaks_the_scan_does_not_block_the_queue(runtime: Runtime,
     assert run_findings(runtime.index, "default", good[0].trace_id)
     assert run_findings(runtime.index, "default", bad[0].trace_id) == []
     assert queue_depth(runtime.index) == 0
+
+
+def test_wakes_under_load_are_gathered_into_rounds(runtime: Runtime, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The flusher wakes the job after every batch; under load each wake must not cost a scan of the
+    step files: wakes within ``min_round_s`` of a round's start join the next round. The first wake of a
+    quiet job is served at once."""
+    job = findings_job.FindingsJob(runtime.index, runtime.steps, idle_window_s=3600, events_retention_s=3600,
+                                   idle_check_s=3600, min_round_s=0.4)
+    rounds: list[float] = []
+
+    def counted_round() -> int:
+        rounds.append(time.monotonic())
+        return 0
+
+    monkeypatch.setattr(job, "run_once", counted_round)
+    monkeypatch.setattr(job, "housekeeping", lambda: None)
+    job.start()
+    try:
+        wait_until(lambda: len(rounds) == 1, 5, what="the first round")  # the first round starts with the thread
+        time.sleep(0.5)
+        woken = time.monotonic()
+        job.wake()
+        wait_until(lambda: len(rounds) == 2, 5, what="the woken round")
+        assert rounds[1] - woken < 0.3, "a quiet job answers a wake at once"
+        for _ in range(30):  # a flush every 40 ms for 1.2 s
+            job.wake()
+            time.sleep(0.04)
+    finally:
+        job.stop()
+    gaps = [b - a for a, b in zip(rounds[1:], rounds[2:], strict=False)]
+    assert len(rounds) <= 7, f"{len(rounds)} rounds for 31 wakes in 1.2 s"
+    assert all(gap >= 0.35 for gap in gaps), gaps
