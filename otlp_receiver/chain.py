@@ -282,7 +282,9 @@ def _check_row(row: Mapping[str, Any], expected_seq: int, prev: str) -> tuple[Ch
         computed = chain_hash(prev, _row_record(row))
         if computed != row["chain_hash"]:
             return ChainBreak(seq, "chain_hash mismatch (step record altered)"), prev
-    except (_RowError, KeyError, TypeError, ValueError) as exc:
+    except _RowError as exc:
+        return ChainBreak(expected_seq, f"malformed row ({exc})"), prev
+    except (KeyError, TypeError, ValueError) as exc:
         return ChainBreak(expected_seq, f"malformed row ({type(exc).__name__})"), prev
     return None, computed
 

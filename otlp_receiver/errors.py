@@ -11,6 +11,7 @@
     ├── ConflictError            the resource is in a state that forbids it → 409
     ├── OverloadedError          back-pressure: retry later                  → 429/503 / UNAVAILABLE
     ├── StorageError             the store cannot read or write              → 503 / UNAVAILABLE
+    ├── CorruptDataError         stored data is damaged (not retryable)      → 500
     └── ConfigError              bad configuration, raised at start-up
 
 Expected outcomes (rejected spans, policy violations, empty diffs) are values, not exceptions.
@@ -98,6 +99,12 @@ class StorageError(AppError):
 
     code = "storage_unavailable"
     retryable = True
+
+
+class CorruptDataError(AppError):
+    """Data read back from the store is damaged (edited or corrupted on disk): retrying will not help."""
+
+    code = "corrupt_data"
 
 
 class ConfigError(AppError):

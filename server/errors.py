@@ -16,6 +16,7 @@ from otlp_receiver.errors import (
     AppError,
     AuthenticationError,
     ConflictError,
+    CorruptDataError,
     NotFoundError,
     OverloadedError,
     PayloadTooLargeError,
@@ -35,6 +36,7 @@ _STATUS: dict[type[AppError], int] = {
     UnprocessableError: 422,
     OverloadedError: 429,
     StorageError: 503,
+    CorruptDataError: 500,
 }
 _HTTP_CODES = {400: "invalid_input", 401: "unauthenticated", 403: "permission_denied", 404: "not_found",
                405: "method_not_allowed", 409: "conflict", 413: "payload_too_large", 415: "unsupported_media_type",

@@ -155,6 +155,28 @@ def test_a_payload_edited_inside_a_parquet_file(server: LiveServer, capsys: pyte
         (run.run_id, 3, "api"), (run.run_id, 3, "cli")}
 
 
+def test_a_payload_damaged_into_invalid_json(server: LiveServer) -> None:
+    """The steps API serves stored payloads as they are (no decode): damaged text must be a clear error
+    naming the step, not a body that is not JSON. Steps before it still page; /verify names it."""
+    run = send_run(server, days_ago=2)  # shares a partition only with tests that rewrite files: retention never reads it
+
+    def damage(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+        rows[3]["payload"] = rows[3]["payload"][:-7]  # truncated, as a torn write would leave it
+        return rows
+
+    rewrite_run_rows(server, run, damage)
+    response = server.get(f"/v1/runs/{run.run_id}/steps")
+    assert response.status_code == 500
+    error = response.json()["error"]
+    assert error["code"] == "corrupt_data" and not error["retryable"]
+    assert error["details"] == {"run_id": run.run_id, "seq": "3", "column": "payload"}
+    assert f"/v1/runs/{run.run_id}/verify" in error["message"]
+    before = server.get(f"/v1/runs/{run.run_id}/steps", limit=3)
+    assert before.status_code == 200 and [s["seq"] for s in before.json()["steps"]] == [0, 1, 2]
+    assert api_verify(server, run.run_id)["first_break"] == {"seq": 3, "reason": "malformed row (payload is not JSON)"}
+    assert server.get("/healthz").status_code == 200
+
+
 def test_a_step_deleted(server: LiveServer, capsys: pytest.CaptureFixture[str]) -> None:
     run = send_run(server, days_ago=3)
     rewrite_run_rows(server, run, lambda rows: rows[:2] + rows[3:])
