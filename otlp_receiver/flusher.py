@@ -29,6 +29,7 @@ from otlp_receiver.columns import STEP_COLUMN_NAMES
 from otlp_receiver.ingest import Sequencer
 from otlp_receiver.model import StepType, make_step_id
 from otlp_receiver.pricing import PriceTable
+from otlp_receiver.progress import Progress
 from otlp_receiver.store.index import RunIndex
 from otlp_receiver.store.runs import apply_run_updates, stored_heads
 from otlp_receiver.store.steps import StepTable
@@ -116,6 +117,9 @@ class Flusher:
         self._last_compact = time.monotonic()
         self.last_flush_s = 0.0
         self.tallies = TallyCache()
+        self.progress = Progress()
+        """Beats after each committed batch; busy regions around compaction and the table's first write (and
+        retention's deletes, which hold the step table: ``server/retention.py``), for the server's watchdog."""
 
     def checkpoint(self) -> int:
         """The WAL position up to which records are in both stores."""
@@ -167,10 +171,11 @@ class Flusher:
             return False
         batch = self._build(records)
         if delta_end < batch.end and batch.step_count:
-            self.steps.append(pa.table(batch.rows), wal_end=batch.end)
+            self._append(batch, first=delta_end == 0)
         apply_run_updates(self.index, batch, self.prices, checkpoint_key=CHECKPOINT_KEY, hooks=self.hooks,
                           tallies=self.tallies)
         self._advance(batch.end)
+        self.progress.beat()
         self.last_flush_s = time.perf_counter() - started
         for listener in self.listeners:
             try:
@@ -178,6 +183,13 @@ class Flusher:
             except Exception:  # a listener (events, metrics) must never stall the flusher
                 logger.exception("flush listener %r failed", listener)
         return True
+
+    def _append(self, batch: Batch, *, first: bool) -> None:
+        if not first:
+            self.steps.append(pa.table(batch.rows), wal_end=batch.end)
+            return
+        with self.progress.busy("first step table write"):  # creating the table: slower than any append after
+            self.steps.append(pa.table(batch.rows), wal_end=batch.end)
 
     def _read(self, checkpoint: int, delta_end: int) -> list[tuple[bytes, int]]:
         """Records from the checkpoint, bounded in size (memory), ending exactly at Delta's end if it is ahead."""
@@ -201,7 +213,8 @@ class Flusher:
         if time.monotonic() - self._last_compact < self.compact_every_s:
             return
         self._last_compact = time.monotonic()
-        self.steps.compact(min_files=8)
+        with self.progress.busy("compaction"):
+            self.steps.compact(min_files=8)
 
     def _build(self, records: Sequence[tuple[bytes, int]]) -> Batch:
         batch = Batch(end=records[-1][1])

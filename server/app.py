@@ -30,10 +30,12 @@ from server.runtime import Runtime
 @get("/healthz", summary="Liveness and ingest counters", opt={"permission": PUBLIC}, sync_to_thread=False,
      tags=["ops"])
 def healthz(runtime: Runtime) -> dict[str, Any]:
-    """Always 200 while the process serves; includes counters useful to operators."""
-    return {"status": "ok", "spans_accepted": runtime.spans_accepted, "spans_duplicate": runtime.spans_duplicate,
-            "wal_bytes": runtime.wal.size_bytes(), "last_flush_s": runtime.flusher.last_flush_s,
-            "flusher_restarts": runtime.flusher_restarts}
+    """Always 200 while the process serves; includes counters useful to operators. ``status`` is ``degraded``
+    while the flusher is stalled (``server/watchdog.py``): exports are acknowledged, not yet queryable."""
+    return {"status": "degraded" if runtime.flusher_stalled else "ok", "spans_accepted": runtime.spans_accepted,
+            "spans_duplicate": runtime.spans_duplicate, "wal_bytes": runtime.wal.size_bytes(),
+            "last_flush_s": runtime.flusher.last_flush_s, "flusher_restarts": runtime.flusher_restarts,
+            "flusher_stalls": runtime.flusher_stalls, "flusher_stalled": runtime.flusher_stalled}
 
 
 def _base(runtime: Runtime, handlers: list[Any], *, openapi: bool) -> Litestar:

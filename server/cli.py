@@ -56,6 +56,8 @@ def _parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(required=True)
     serve = sub.add_parser("serve", help="run the receivers, the API and the flusher")
     _settings_flags(serve)
+    serve.add_argument("--flusher-stall-s", type=float, default=None,
+                       help="env TRACEWARD_FLUSHER_STALL_S (60; 0 = no flusher watchdog)")
     serve.set_defaults(func=_serve)
     diff = sub.add_parser("diff", help="diff two runs (aligned, normalized) from the local data dir")
     _settings_flags(diff)
@@ -113,7 +115,8 @@ def _settings(args: argparse.Namespace) -> Settings:
     return Settings.from_env(os.environ, data_dir=args.data_dir, host=args.host, grpc_port=args.grpc_port,
                              otlp_http_port=args.otlp_http_port, http_port=args.http_port,
                              bootstrap_ingest_key=args.bootstrap_ingest_key,
-                             bootstrap_admin_key=args.bootstrap_admin_key)
+                             bootstrap_admin_key=args.bootstrap_admin_key,
+                             flusher_stall_s=getattr(args, "flusher_stall_s", None))
 
 
 def _diff(args: argparse.Namespace) -> int:

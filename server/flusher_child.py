@@ -3,7 +3,10 @@
 It takes ``flusher.lock`` (waiting for an orphaned flusher of a killed server to finish draining), builds the
 flusher with ``build_flusher`` over a read-only view of the WAL, drains it, reports ``ready`` and then serves
 until the server says ``stop`` or goes away. Its threads: the main one reads the server's messages; the
-flusher's; the retention schedule's; one per retention request. It ignores SIGINT (a terminal's Ctrl-C
+flusher's; the retention schedule's; one per retention request; the heartbeat, which tells the server's
+watchdog that the flusher progresses (``("alive",)``) when that is not a flushed batch: while a compaction, a
+retention delete or the first write runs. It reads the flusher's ``Progress``, never beats on its own: a
+child whose flusher is stuck falls silent and is killed. It ignores SIGINT (a terminal's Ctrl-C
 reaches the whole process group; the server stops it in order).
 """
 
@@ -15,6 +18,7 @@ import logging
 import signal
 import sys
 import threading
+import time
 from collections.abc import Sequence
 from multiprocessing.connection import Connection
 from typing import Any
@@ -31,6 +35,7 @@ from server.flushing import START_TIMEOUT_S, build_flusher, build_retention
 from server.locks import FLUSHER_LOCK, DataDirLock, LockHeldError
 from server.sealing import RunSealer
 from server.settings import Settings
+from server.watchdog import MAX_BUSY_FACTOR
 
 logger = logging.getLogger("traceward.flusher")
 
@@ -69,7 +74,10 @@ class FlusherChild:
         sealer = RunSealer(self.index, audit, lambda: self.keys, idle_s=settings.seal_idle_s, interval_s=0)
         self.flusher = build_flusher(settings, self.reader, self.index, self.steps, Sequencer(self.index), prices,
                                      sealer)
-        self.retention = build_retention(settings, self.index, self.steps, audit, drain=None, forget=self._deleted)
+        self.stall_s = settings.flusher_stall_s
+        self._stopped = threading.Event()
+        self.retention = build_retention(settings, self.index, self.steps, audit, drain=None, forget=self._deleted,
+                                         progress=self.flusher.progress)
         self._calls: list[threading.Thread] = []
 
     def send(self, message: tuple[Any, ...]) -> None:
@@ -86,7 +94,10 @@ class FlusherChild:
         self.flusher.start()  # drains the WAL first
         self.retention.start()
         self.send(("ready", self.flusher.checkpoint()))
+        if self.stall_s > 0:
+            threading.Thread(target=self._heartbeat, name="traceward-flusher-heartbeat", daemon=True).start()
         self._serve()
+        self._stopped.set()
         self.retention.stop()
         for thread in self._calls:
             thread.join(timeout=60)
@@ -132,6 +143,16 @@ class FlusherChild:
             self.send(("reply", request, False, f"{type(exc).__name__}: {exc}"))
         else:
             self.send(("reply", request, True, value))
+
+    def _heartbeat(self) -> None:
+        """Tell the server of progress it cannot see in ``flushed`` reports, every quarter of the stall limit."""
+        progress, max_busy_s = self.flusher.progress, self.stall_s * MAX_BUSY_FACTOR
+        told = progress.last_beat_s
+        while not self._stopped.wait(self.stall_s / 4):
+            alive = progress.alive_at(time.monotonic(), max_busy_s=max_busy_s)
+            if alive > told:
+                self.send(("alive",))
+                told = alive
 
     def _report_batch(self, batch: Any) -> None:
         self.send(("flushed", batch.end, self.flusher.last_flush_s, batch.step_count, dict(batch.transitions)))

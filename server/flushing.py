@@ -17,11 +17,14 @@ Protocol (pickled tuples over a socket pair):
   (``keys`` is answered at once, retention ops on a thread) and ``("stop",)``.
 - child → server: ``("ready", checkpoint)`` after the start-up drain; ``("flushed", end, flush_s, step_count,
   transitions)`` after each committed batch; ``("deleted", tenant, run_ids)`` after retention removed runs;
-  ``("changed",)`` after a compaction; ``("reply", id, ok, value)``; ``("stopped", checkpoint)``.
+  ``("changed",)`` after a compaction; ``("alive",)``, a heartbeat while a long operation runs (at most every
+  quarter of TRACEWARD_FLUSHER_STALL_S); ``("reply", id, ok, value)``; ``("stopped", checkpoint)``.
 
 Each batch of messages refreshes the server's Delta snapshot before anyone is told (``wait_flushed``,
-listeners, the Sequencer) that the rows are queryable. A child that dies is restarted; a server that dies
-closes the socket, and the child drains what the WAL held then (``WalReader.freeze``) and exits, releasing
+listeners, the Sequencer) that the rows are queryable. A child that dies is restarted, and so is one that
+the watchdog (``server/watchdog.py``) finds stalled: it is SIGKILLed, as if it had crashed (every message but
+``reply`` is progress; a reply can come from the child's main thread while its flusher is stuck). A server
+that dies closes the socket, and the child drains what the WAL held then (``WalReader.freeze``) and exits, releasing
 ``flusher.lock`` for the next server's child (``server/locks.py``).
 """
 
@@ -34,6 +37,7 @@ import socket
 import subprocess
 import sys
 import threading
+import time
 from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import Future
 from concurrent.futures import TimeoutError as FutureTimeout
@@ -47,6 +51,7 @@ from otlp_receiver.errors import StorageError
 from otlp_receiver.flusher import CHECKPOINT_KEY, FlushedMark, Flusher
 from otlp_receiver.ingest import Sequencer
 from otlp_receiver.pricing import PriceTable
+from otlp_receiver.progress import Progress
 from otlp_receiver.store.audit import AuditLog
 from otlp_receiver.store.events import record_flush_events
 from otlp_receiver.store.findings import queue_finished_runs
@@ -102,11 +107,12 @@ def build_flusher(settings: Settings, wal: WriteAheadLog, index: RunIndex, steps
 
 def build_retention(settings: Settings, index: RunIndex, steps: StepTable, audit: AuditLog, *,
                     drain: Callable[[], object] | None,
-                    forget: Callable[[str, Sequence[str]], None] | None) -> RetentionJob:
-    """The retention job, with the schedule from the settings (it runs wherever the flusher runs)."""
+                    forget: Callable[[str, Sequence[str]], None] | None, progress: Progress) -> RetentionJob:
+    """The retention job, with the schedule from the settings (it runs wherever the flusher runs, and shows its
+    deletes in the flusher's ``progress``)."""
     return RetentionJob(index, steps, audit, default_days=settings.retention_days,
                         audit_days=settings.audit_retention_days, interval_s=settings.retention_interval_s,
-                        drain=drain, forget=forget)
+                        drain=drain, forget=forget, progress=progress)
 
 
 class FlusherProcess:
@@ -120,6 +126,10 @@ class FlusherProcess:
         self.listeners: list[Callable[[FlushedBatch], None]] = []
         self.last_flush_s = 0.0
         self.restarts = 0
+        self.last_progress_s = time.monotonic()
+        """When the child last showed progress (any message but a reply), on this process's monotonic clock."""
+        self.starting = True
+        """Between a child's death (or kill) and its successor's ``ready``: the watchdog is paused."""
         self._flushed = FlushedMark(_stored_checkpoint(index))
         self._stopping = threading.Event()
         self._send_lock = threading.Lock()
@@ -164,6 +174,20 @@ class FlusherProcess:
     def wait_flushed(self, position: int, timeout_s: float = 10.0) -> bool:
         """Block until records up to ``position`` are queryable."""
         return self._flushed.wait(position, timeout_s)
+
+    def waiting(self) -> bool:
+        """Whether a request to the flusher process is unanswered (work for the watchdog, even with no WAL)."""
+        return bool(self._pending)
+
+    def kill_stalled(self) -> str:
+        """SIGKILL a stalled flusher process; the pipe reader sees it die and restarts it (the watchdog's remedy)."""
+        with self._send_lock:
+            proc = self._proc
+            self.starting = True
+        if proc is None or proc.poll() is not None:
+            return "the flusher process had already exited; it is being restarted"
+        proc.kill()
+        return f"killed flusher process {proc.pid} (SIGKILL); it is restarted and replays the log from its checkpoint"
 
     def drain(self) -> None:
         """Wait until everything appended so far is queryable."""
@@ -226,7 +250,11 @@ class FlusherProcess:
         except (EOFError, OSError) as exc:
             code_ = proc.wait()
             raise StorageError(f"the flusher process exited with code {code_} while starting (see the log)") from exc
+        except StorageError:
+            proc.kill()  # wedged while starting: a restart must not wait for it forever (``_lost``)
+            raise
         self._advance(message[1])
+        self.last_progress_s, self.starting = time.monotonic(), False
         logger.info("flusher process %d ready at WAL position %d", proc.pid, message[1])
 
     def _read_loop(self) -> None:
@@ -246,6 +274,7 @@ class FlusherProcess:
 
     def _lost(self) -> bool:
         """The child's end closed: True when stopping, else restart it (and False)."""
+        self.starting = True
         self._fail_pending("the flusher process exited; retry")
         if self._stopping.is_set():
             return True
@@ -272,6 +301,8 @@ class FlusherProcess:
 
     def _handle(self, messages: list[tuple[Any, ...]]) -> bool:
         """Apply a run of messages from the child; True once it has stopped."""
+        if any(m[0] != "reply" for m in messages):
+            self.last_progress_s = time.monotonic()
         if any(m[0] in ("flushed", "deleted", "changed") for m in messages):
             self.steps.refresh()  # the new Delta commits, before anyone is told they are queryable
         for message in messages:

@@ -9,6 +9,10 @@ Series (process-lifetime counters: they restart at 0 with the process, as Promet
     traceward_ingest_requests_rejected_total{transport,reason}   whole exports refused (http | grpc)
     traceward_wal_depth_bytes, traceward_wal_size_bytes   unflushed / held write-ahead-log bytes (gauges)
     traceward_flush_duration_seconds (histogram), traceward_flushed_steps_total
+    traceward_flusher_stalls_total                        flusher found stalled by the watchdog (then restarted,
+                                                          when it is a process)
+    traceward_flusher_stalled                             gauge: 1 while it is stalled (until a thread moves again
+                                                          or a process's successor is ready)
     traceward_http_request_duration_seconds{method,route,code}  route = the path *template*; code = 2xx…5xx
     traceward_decisions_total{outcome}                    allow | deny | require_approval | break_glass
     traceward_approvals_total{outcome}                    approved | denied | expired
@@ -137,6 +141,9 @@ class Metrics:
         self.flush_seconds = Histogram("traceward_flush_duration_seconds", "WAL → stores flush round duration",
                                        buckets=_FLUSH_BUCKETS, registry=r)
         self.flushed_steps = Counter("traceward_flushed_steps", "Steps moved into the stores", registry=r)
+        self.flusher_stalls = Counter("traceward_flusher_stalls", "Flusher stalls found by the watchdog (work "
+                                      "waiting, no progress for TRACEWARD_FLUSHER_STALL_S)", registry=r)
+        self.flusher_stalled = Gauge("traceward_flusher_stalled", "1 while the flusher is stalled", registry=r)
         self.http_seconds = Histogram("traceward_http_request_duration_seconds", "API latency by route template",
                                       ["method", "route", "code"], registry=r)
         self.runs_started = Counter("traceward_runs_started", "Runs started", ["agent"], registry=r)

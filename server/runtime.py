@@ -10,7 +10,8 @@ from __future__ import annotations
 
 import logging
 import threading
-from collections.abc import Sequence
+import time
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -45,6 +46,7 @@ from server.retention import RetentionJob
 from server.sealing import RunSealer
 from server.settings import Settings
 from server.steps import RunStepCache
+from server.watchdog import MAX_BUSY_FACTOR, FlusherWatchdog
 
 logger = logging.getLogger(__name__)
 
@@ -87,6 +89,8 @@ class Runtime:
                                 interval_s=settings.seal_interval_s)
         self._wire_flusher(settings)
         self._wire_analytics(settings)
+        self.watchdog = self._flusher_watchdog(settings)
+        self.metrics.flusher_stalled.set_function(lambda: float(self.flusher_stalled))
         self.grpc_server: grpc.Server | None = None
         self.grpc_port = 0
         self.spans_accepted = 0
@@ -108,7 +112,33 @@ class Runtime:
                                          self.sealer)
             self.retention = build_retention(
                 settings, self.index, self.steps, self.audit, forget=self.pipeline.forget_runs,
-                drain=lambda: self.flusher.wait_flushed(self.wal.end_position()))
+                drain=lambda: self.flusher.wait_flushed(self.wal.end_position()), progress=self.flusher.progress)
+
+    def _flusher_watchdog(self, settings: Settings) -> FlusherWatchdog | None:
+        """The flusher's watchdog (``server/watchdog.py``); None when TRACEWARD_FLUSHER_STALL_S is 0."""
+        if settings.flusher_stall_s <= 0:
+            return None
+        flusher = self.flusher
+
+        def backlog() -> int:
+            return self.wal.bytes_after(flusher.checkpoint())
+
+        if isinstance(flusher, FlusherProcess):
+            return FlusherWatchdog(stall_s=settings.flusher_stall_s, backlog=backlog, waiting=flusher.waiting,
+                                   last_progress=lambda: flusher.last_progress_s,
+                                   on_stall=self._count_stall(flusher.kill_stalled),
+                                   paused=lambda: flusher.starting)
+        max_busy_s = settings.flusher_stall_s * MAX_BUSY_FACTOR
+        return FlusherWatchdog(stall_s=settings.flusher_stall_s, backlog=backlog, waiting=lambda: False,
+                               last_progress=lambda: flusher.progress.alive_at(time.monotonic(),
+                                                                               max_busy_s=max_busy_s),
+                               on_stall=self._count_stall(_thread_stall))
+
+    def _count_stall(self, remedy: Callable[[], str]) -> Callable[[], str]:
+        def on_stall() -> str:
+            self.metrics.flusher_stalls.inc()
+            return remedy()
+        return on_stall
 
     def _wire_analytics(self, settings: Settings) -> None:
         """Metrics and the findings scan (issue 7), woken after each flushed batch."""
@@ -153,6 +183,8 @@ class Runtime:
     def start(self, *, grpc: bool = True) -> None:
         """Replay the WAL, start the flusher and (optionally) the OTLP gRPC server."""
         self.flusher.start()
+        if self.watchdog is not None:
+            self.watchdog.start()
         self.governance.start()
         self.retention.start()
         self.sealer.start()
@@ -175,6 +207,8 @@ class Runtime:
         self.retention.stop()
         self.sealer.stop()
         self.governance.stop()
+        if self.watchdog is not None:
+            self.watchdog.stop()  # the flusher's last drain may take long: not a stall
         self.flusher.stop()
         if self.forwarder is not None:
             self.forwarder.stop()  # what is still queued stays on disk for the next start
@@ -190,6 +224,16 @@ class Runtime:
     def flusher_restarts(self) -> int:
         """How often the flusher process died and was restarted (0 with the flusher as a thread)."""
         return self.flusher.restarts if isinstance(self.flusher, FlusherProcess) else 0
+
+    @property
+    def flusher_stalls(self) -> int:
+        """How often the watchdog found the flusher stalled."""
+        return self.watchdog.stalls if self.watchdog is not None else 0
+
+    @property
+    def flusher_stalled(self) -> bool:
+        """Whether the flusher is stalled now (a thread until it moves again; a process until it is restarted)."""
+        return self.watchdog is not None and self.watchdog.stalled
 
     @property
     def forward_queue_depth(self) -> int:
@@ -233,6 +277,15 @@ class Runtime:
                                                         project_id=s.default_project, role=role,
                                                         name=f"bootstrap {role} key")))
         return made
+
+
+def _thread_stall() -> str:
+    """A stalled flusher thread is only reported: Python cannot kill a thread, and starting a second flusher
+    beside the stuck one would make two writers of the Delta table and the index (the stuck one may wake and
+    commit), which the design rules out (``flusher.lock``). Restarting the server is the remedy: it replays
+    the WAL from the checkpoint, as after a crash."""
+    return "the flusher is a thread, which cannot be killed: restart the server (TRACEWARD_FLUSHER_PROCESS=true " \
+           "restarts a stalled flusher process by itself)"
 
 
 def load_diff_profiles(path: Path | None) -> dict[str, Profile]:

@@ -50,6 +50,11 @@ class Settings:
     flusher_process: bool = True
     """TRACEWARD_FLUSHER_PROCESS: run the flusher (WAL → Delta + SQLite, compaction, retention) in a child process
     of its own, so receiving and flushing use two cores; false runs it as a thread of the server."""
+    flusher_stall_s: float = 60.0
+    """TRACEWARD_FLUSHER_STALL_S: the watchdog's limit: with WAL records unflushed (or a request to the flusher
+    process unanswered), a flusher that commits nothing and shows no heartbeat for this long is stalled: the
+    process is killed and restarted; a thread is reported (health degraded), as it cannot be killed. Long
+    operations (compaction, retention deletes, the first write) heartbeat, for at most 10 times this. 0 = off."""
     flush_interval_s: float = 0.2
     """TRACEWARD_FLUSH_INTERVAL_S: how often the flusher moves the WAL into the stores when idle."""
     price_file: Path | None = None
@@ -158,6 +163,8 @@ class Settings:
                 raise ConfigError(f"{ENV_PREFIX}{name.upper()}={getattr(self, name)}: must be positive")
         if not 0 < self.gil_switch_interval_s <= 1:
             raise ConfigError(f"{ENV_PREFIX}GIL_SWITCH_INTERVAL_S={self.gil_switch_interval_s}: must be in (0, 1]")
+        if not self.flusher_stall_s >= 0:  # NaN too
+            raise ConfigError(f"{ENV_PREFIX}FLUSHER_STALL_S={self.flusher_stall_s}: must be >= 0 (0 = no watchdog)")
         if self.flush_interval_s <= 0:
             raise ConfigError(f"{ENV_PREFIX}FLUSH_INTERVAL_S={self.flush_interval_s}: must be positive")
         self._check_auth_and_limits()
