@@ -1,0 +1,60 @@
+"""Faults for the flusher watchdog's end-to-end tests, injected into a real server and its flusher process.
+
+Put on PYTHONPATH (with the repository root) by ``tests/server/test_flusher_watchdog.py``; Python imports it
+at start-up in the server and in the flusher process it spawns. Each fault is off unless its variable is set:
+
+- ``TW_FAULT_COMPACT_EVERY_S``: the flusher compacts this often (60 s otherwise).
+- ``TW_FAULT_SLOW_COMPACT_S``: the first compaction takes this much longer (a large partition), inside the
+  flusher's real busy region; logs ``fault: slow compaction done`` at the end.
+- ``TW_FAULT_BLOCK_APPEND_FILE``: while this file exists, a step-table append hangs (I/O wedged).
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import time
+from typing import Any
+
+logger = logging.getLogger("tests.faults")
+
+
+def _install() -> None:
+    from otlp_receiver.flusher import Flusher
+    from otlp_receiver.store.steps import StepTable
+
+    compact_every_s = os.environ.get("TW_FAULT_COMPACT_EVERY_S")
+    slow_compact_s = os.environ.get("TW_FAULT_SLOW_COMPACT_S")
+    block_file = os.environ.get("TW_FAULT_BLOCK_APPEND_FILE")
+    if compact_every_s:
+        init = Flusher.__init__
+
+        def fast_compacting_init(self: Flusher, *args: Any, **kwargs: Any) -> None:
+            init(self, *args, **kwargs)
+            self.compact_every_s = float(compact_every_s)
+
+        Flusher.__init__ = fast_compacting_init  # type: ignore[method-assign]
+    if slow_compact_s:
+        compact = StepTable.compact
+        slow = [float(slow_compact_s)]
+
+        def slow_compact(self: StepTable, *, min_files: int = 8) -> dict[str, Any]:
+            if slow:
+                time.sleep(slow.pop())
+                logger.warning("fault: slow compaction done")
+            return compact(self, min_files=min_files)
+
+        StepTable.compact = slow_compact  # type: ignore[method-assign]
+    if block_file:
+        append = StepTable.append
+
+        def wedged_append(self: StepTable, rows: Any, *, wal_end: int) -> None:
+            while os.path.exists(block_file):
+                time.sleep(0.05)
+            append(self, rows, wal_end=wal_end)
+
+        StepTable.append = wedged_append  # type: ignore[method-assign]
+
+
+if any(name.startswith("TW_FAULT_") for name in os.environ):
+    _install()
