@@ -69,6 +69,7 @@ class FlusherChild:
         self.index = RunIndex(settings.index_path)
         self.steps = _ReportingStepTable(str(settings.steps_path), self.send)
         self.reader = WalReader(settings.wal_dir)
+        self.reader.on_wait = lambda after: self.send(("waiting", after))
         prices = PriceTable.load(settings.price_file) if settings.price_file else PriceTable.default()
         audit = AuditLog(self.index)
         sealer = RunSealer(self.index, audit, lambda: self.keys, idle_s=settings.seal_idle_s, interval_s=0)
@@ -114,6 +115,9 @@ class FlusherChild:
                 return
             if message[0] == "stop":
                 return
+            if message[0] == "wal":
+                self.reader.wake()
+                continue
             if message[0] == "call":
                 _, request, op, args = message
                 if op == "keys":

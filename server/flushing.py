@@ -14,10 +14,12 @@ requests), so a zero-hour vacuum never removes files the flusher has written but
 Protocol (pickled tuples over a socket pair):
 
 - server → child: ``("init", settings, signing_keys_pem, log_level)`` once, then ``("call", id, op, args)``
-  (``keys`` is answered at once, retention ops on a thread) and ``("stop",)``.
+  (``keys`` is answered at once, retention ops on a thread), ``("wal",)`` once the WAL has grown past where
+  the child said it waits, and ``("stop",)``.
 - child → server: ``("ready", checkpoint)`` after the start-up drain; ``("flushed", end, flush_s, step_count,
   transitions)`` after each committed batch; ``("deleted", tenant, run_ids)`` after retention removed runs;
-  ``("changed",)`` after a compaction; ``("alive",)``, a heartbeat while a long operation runs (at most every
+  ``("changed",)`` after a compaction; ``("waiting", position)`` when its flusher has nothing after ``position``
+  and waits (once per position: the server's ``("wal",)`` wakes it, instead of a 5 ms poll); ``("alive",)``, a heartbeat while a long operation runs (at most every
   quarter of TRACEWARD_FLUSHER_STALL_S); ``("reply", id, ok, value)``; ``("stopped", checkpoint)``.
 
 Each batch of messages refreshes the server's Delta snapshot before anyone is told (``wait_flushed``,
@@ -119,10 +121,11 @@ class FlusherProcess:
     """The server's handle on the flusher process."""
 
     def __init__(self, settings: Settings, index: RunIndex, steps: StepTable, sequencer: Sequencer, *,
-                 wal_end: Callable[[], int], keys: Callable[[], SigningKeys],
-                 forget: Callable[[str, Sequence[str]], None]) -> None:
+                 wal_end: Callable[[], int], wal_wait: Callable[[int, float], bool],
+                 keys: Callable[[], SigningKeys], forget: Callable[[str, Sequence[str]], None]) -> None:
+        """``wal_end`` and ``wal_wait`` are the server's ``WriteAheadLog.end_position`` and ``wait_for_data``."""
         self.settings, self.steps, self.sequencer = settings, steps, sequencer
-        self.wal_end, self.keys, self.forget = wal_end, keys, forget
+        self.wal_end, self.wal_wait, self.keys, self.forget = wal_end, wal_wait, keys, forget
         self.listeners: list[Callable[[FlushedBatch], None]] = []
         self.last_flush_s = 0.0
         self.restarts = 0
@@ -138,6 +141,8 @@ class FlusherProcess:
         self._proc: subprocess.Popen[bytes] | None = None
         self._conn: Connection | None = None
         self._reader: threading.Thread | None = None
+        self._child_waits = threading.Condition()
+        self._waits_after: int | None = None
 
     def checkpoint(self) -> int:
         """The WAL position the flusher process last reported committed (no SQLite read on the ingest path)."""
@@ -150,10 +155,13 @@ class FlusherProcess:
         self._spawn()
         self._reader = threading.Thread(target=self._read_loop, name="traceward-flusher-pipe", daemon=True)
         self._reader.start()
+        threading.Thread(target=self._wake_loop, name="traceward-flusher-wake", daemon=True).start()
 
     def stop(self) -> None:
         """Ask the flusher process to drain and exit, and wait for it (killed if it does not)."""
         self._stopping.set()
+        with self._child_waits:
+            self._child_waits.notify_all()
         with self._send_lock:
             if self._conn is not None:
                 with contextlib.suppress(OSError):  # already gone: nothing left to drain
@@ -311,12 +319,36 @@ class FlusherProcess:
                 self._on_flushed(FlushedBatch(message[1], message[3], message[4]), message[2])
             elif kind == "deleted":
                 self.forget(message[1], message[2])
+            elif kind == "waiting":
+                self._child_waiting(message[1])
             elif kind == "reply":
                 self._on_reply(message[1], message[2], message[3])
             elif kind == "stopped":
                 self._advance(message[1])
                 return True
         return False
+
+    def _child_waiting(self, after: int) -> None:
+        with self._child_waits:
+            self._waits_after = after
+            self._child_waits.notify_all()
+
+    def _wake_loop(self) -> None:
+        """Tell a waiting child when the WAL grows past where it waits: one message per wait, none under load
+        (a busy child never waits). Its own 0.2 s poll covers a message lost to a restart."""
+        while not self._stopping.is_set():
+            with self._child_waits:
+                while self._waits_after is None and not self._stopping.is_set():
+                    self._child_waits.wait()
+                after = self._waits_after
+            if after is None or not self.wal_wait(after, 1.0):
+                continue
+            with self._child_waits:
+                if self._waits_after == after:
+                    self._waits_after = None
+            with self._send_lock, contextlib.suppress(OSError):  # gone: the restart path has it
+                if self._conn is not None:
+                    self._conn.send(("wal",))
 
     def _on_flushed(self, batch: FlushedBatch, flush_s: float) -> None:
         self.last_flush_s = flush_s

@@ -103,7 +103,8 @@ class Runtime:
         self.retention: RetentionJob
         if settings.flusher_process:
             self.flusher = FlusherProcess(settings, self.index, self.steps, self.sequencer,
-                                          wal_end=self.wal.end_position, keys=lambda: self.governance.keys,
+                                          wal_end=self.wal.end_position, wal_wait=self.wal.wait_for_data,
+                                          keys=lambda: self.governance.keys,
                                           forget=self.pipeline.forget_runs)
             self.governance.key_listeners.append(self.flusher.push_keys)
             self.retention = RemoteRetention(settings, self.index, self.steps, self.audit, self.flusher)

@@ -4,6 +4,8 @@ appender is still writing, drops old segments, and stops at the end it was froze
 from __future__ import annotations
 
 import struct
+import threading
+import time
 import zlib
 from pathlib import Path
 
@@ -61,3 +63,22 @@ def test_drop_before_and_freeze(tmp_path: Path) -> None:
 def make_start(end: int) -> int:
     """The position of the first record of the segment ``end`` lies in."""
     return make_position(split_position(end)[0], 0)
+
+
+def test_a_wake_ends_the_wait_at_once_and_each_position_is_announced_once(tmp_path: Path) -> None:
+    wal = WriteAheadLog(tmp_path, fsync=False)
+    reader = WalReader(tmp_path, poll_s=30.0)  # no help from polling
+    announced: list[int] = []
+    reader.on_wait = announced.append
+    assert not reader.wait_for_data(0, 0.05) and not reader.wait_for_data(0, 0.05)
+    assert announced == [0]
+
+    def append_and_wake() -> None:
+        time.sleep(0.1)
+        wal.append(b"new")
+        reader.wake()
+    threading.Thread(target=append_and_wake).start()
+    started = time.monotonic()
+    assert reader.wait_for_data(0, 10.0)
+    assert time.monotonic() - started < 2.0
+    assert announced == [0]
