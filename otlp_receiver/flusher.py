@@ -118,7 +118,7 @@ class Flusher:
         self.last_flush_s = 0.0
         self.tallies = TallyCache()
         self.progress = Progress()
-        """Beats after each committed batch; busy regions around compaction and the table's first write (and
+        """Beats after each phase of a round (read and build, Delta append, SQLite commit); busy regions around compaction and the table's first write (and
         retention's deletes, which hold the step table: ``server/retention.py``), for the server's watchdog."""
 
     def checkpoint(self) -> int:
@@ -170,8 +170,10 @@ class Flusher:
         if not records:
             return False
         batch = self._build(records)
+        self.progress.beat()  # each phase of a round is progress: a full batch may take seconds on a busy host
         if delta_end < batch.end and batch.step_count:
             self._append(batch, first=delta_end == 0)
+            self.progress.beat()
         apply_run_updates(self.index, batch, self.prices, checkpoint_key=CHECKPOINT_KEY, hooks=self.hooks,
                           tallies=self.tallies)
         self._advance(batch.end)
