@@ -1,6 +1,6 @@
 """The flusher watchdog end to end: a stuck flusher is found, and a busy or idle one is left alone.
 
-Real servers on loopback (``tests.live.LiveServer``) with the stall limit cut to 1.5 s, under the durability
+Real servers on loopback (``tests.live.LiveServer``) with the stall limit cut to 3 s, under the durability
 test's load (stock OTLP gRPC exporters). Faults other than SIGSTOP are injected by
 ``tests/server/faults/sitecustomize.py`` (on PYTHONPATH), which patches the server and its flusher process.
 """
@@ -23,7 +23,7 @@ from tests.server.test_flusher_process import assert_exactly_once, flusher_of, l
 
 pytestmark = pytest.mark.e2e
 
-STALL_S = 1.5
+STALL_S = 3.0  # long enough that one flush phase on a loaded 2-core CI machine is not a stall
 FAULTS = Path(__file__).parent / "faults"
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -87,7 +87,7 @@ def test_a_sigstopped_flusher_process_is_killed_and_replaced_and_loses_nothing(s
     stop_load(threads, stop)
 
     assert_exactly_once(server, load)
-    assert STALL_S <= killed_after < STALL_S + 3, killed_after
+    assert STALL_S <= killed_after < STALL_S + 6, killed_after
     log = server.log()
     assert "flusher stalled: no progress for" in log and "bytes of write-ahead log unflushed" in log
     assert f"killed flusher process {first.pid} (SIGKILL)" in log
