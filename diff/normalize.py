@@ -2,8 +2,9 @@
 
 A :class:`Normalizer` turns one step into a plain, JSON-ready *content* dict under a
 :class:`~diff.profiles.Profile` (ids and times dropped, UUIDs and dates in text replaced by
-placeholders, redaction markers reduced to their fingerprint, ...), and :func:`digest_content`
-hashes it so equal steps are recognised without a deep comparison.
+placeholders, redaction markers reduced to their fingerprint, GenAI event content that the payload's
+input/output already hold left out, ...), and :func:`digest_content` hashes it so equal steps are
+recognised without a deep comparison.
 
 The profile API (:data:`BUILTIN_PROFILES`, :func:`load_profiles`, :func:`get_profile`) lives in
 ``diff.profiles`` and is re-exported here. Pure: no I/O, no deepdiff (only ``diff.compare``).
@@ -32,6 +33,7 @@ from diff.profiles import (
     load_profiles,
 )
 from diff.text import Parsed, markers, text_normalizer
+from otlp_receiver.content_events import drop_lifted_content
 from otlp_receiver.model import RedactionMeta, Step, StepDraft, StepType
 
 __all__ = [
@@ -127,6 +129,8 @@ class Normalizer:
                     )
         payload, state = draft.payload, self._payload_state
         if state is not None and payload:
+            if "events" in payload:
+                payload = _content_once(payload)
             out["payload"] = (
                 self._walk_dict(payload, state)
                 if type(payload) is dict and state != IDLE
@@ -358,6 +362,20 @@ def _plain_walker(
         return value.hex() if kind is bytes else value
 
     return plain, plain_dict
+
+
+def _content_once(payload: Mapping[str, Any]) -> Mapping[str, Any]:
+    """The payload without event content its ``input``/``output`` hold (the ingest rule, ``drop_lifted_content``).
+
+    Payloads stored since that rule already are (the call finds nothing to do); older ones kept GenAI content
+    events whole, so a changed message would otherwise be reported twice, once in ``input`` and once in
+    ``events``. Stored bytes are never changed: only what the diff compares.
+    """
+    events = payload["events"]
+    if type(events) is not list:
+        return payload
+    kept = drop_lifted_content(events, payload.get("input"), payload.get("output"))
+    return payload if kept is events else {**payload, "events": kept}
 
 
 def _signature(content: Mapping[str, Any]) -> Signature:

@@ -22,6 +22,12 @@ gives: ``[{"role", "parts": [{"type": "text", "content"} | {"type": "tool_call",
 ``finish_reason``. Within one span, ``operation.details`` wins over per-message events (an emitter in
 ``SPAN_AND_EVENT``-style modes may send both).
 
+Content is stored once: :func:`drop_lifted_content` takes out of a payload's ``events`` the body fields
+whose content the payload's ``input``/``output`` already hold, and marks each such event with
+``content_in`` (the sides that hold it); the event itself (name, time, other attributes) stays for the
+timeline. It works on the payload's JSON form, so the diff applies the same rule to payloads stored
+before it existed.
+
 Pure: imports the standard library and ``otlp_receiver.json_value``; never raises on bad values.
 """
 
@@ -53,6 +59,19 @@ _ROLES: Final = {SYSTEM_MESSAGE: "system", USER_MESSAGE: "user", ASSISTANT_MESSA
 _WHOLE_LIST: Final = {CONTENT_PROMPT: "gen_ai.prompt", CONTENT_COMPLETION: "gen_ai.completion"}
 CONTENT_EVENT_NAMES: Final = frozenset({*_ROLES, CHOICE, OPERATION_DETAILS, *_WHOLE_LIST})
 """Every event name this module reads content from."""
+CONTENT_IN: Final = "content_in"
+"""Key of a payload event whose content was taken out: the payload sides that hold it (``["input"]``…)."""
+
+_MESSAGE_FIELDS: Final = frozenset({"role", "content", "tool_calls", "id"})
+_LIFTED_FIELDS: Final[Mapping[str, Mapping[str, frozenset[str]]]] = {
+    **{name: {"input": _MESSAGE_FIELDS} for name in _ROLES},
+    CHOICE: {"output": _MESSAGE_FIELDS | {"message", "finish_reason", "index"}},
+    CONTENT_PROMPT: {"input": frozenset({_WHOLE_LIST[CONTENT_PROMPT]})},
+    CONTENT_COMPLETION: {"output": frozenset({_WHOLE_LIST[CONTENT_COMPLETION]})},
+    OPERATION_DETAILS: {"input": frozenset({INPUT_MESSAGES, SYSTEM_INSTRUCTIONS}),
+                        "output": frozenset({OUTPUT_MESSAGES})},
+}
+"""Event name → payload side → the body fields :func:`content_messages` builds that side from."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -117,6 +136,61 @@ def content_messages(events: Iterable[ContentEvent]) -> Messages:
         return _details(details)
     outputs.extend(message for _, message in sorted(choices, key=lambda pair: pair[0]))
     return Messages(input=inputs or None, output=outputs or None)
+
+
+# --- Stored once ---------------------------------------------------------------------------------------
+def drop_lifted_content(events: list[Any], stored_input: Any, stored_output: Any) -> list[Any]:
+    """Payload-form ``events`` (``{"name", "time_ns", "attributes"}``) without the content stored elsewhere.
+
+    A side (``input``/``output``) counts as stored when the messages the content events give for it
+    equal the payload's value for it, whichever source won (events, or an attribute carrying the same
+    messages). From each event that built a stored side, the body fields it was built from are removed
+    (from its attributes and from a ``gen_ai.event.content`` JSON body) and ``content_in`` lists the
+    sides; every other event, and any content that was not stored, is kept as sent. Returns ``events``
+    itself when nothing changes.
+    """
+    content = [ContentEvent(event["name"], span_event_fields(_mapping(event.get("attributes"))))
+               for event in events if _is_content_event(event)]
+    if not content:
+        return events
+    found = content_messages(content)
+    sides = frozenset(side for side, built, stored in (("input", found.input, stored_input),
+                                                       ("output", found.output, stored_output))
+                      if built is not None and built == stored)
+    if not sides:
+        return events
+    used = {OPERATION_DETAILS} if any(event.name == OPERATION_DETAILS for event in content) else None
+    return [_without_lifted(event, sides) if _is_content_event(event) and (used is None or event["name"] in used)
+            else event for event in events]
+
+
+def _is_content_event(event: Any) -> bool:
+    return isinstance(event, dict) and event.get("name") in CONTENT_EVENT_NAMES and CONTENT_IN not in event
+
+
+def _without_lifted(event: dict[str, Any], sides: frozenset[str]) -> dict[str, Any]:
+    by_side = _LIFTED_FIELDS[event["name"]]
+    held = sorted(side for side in by_side if side in sides)
+    if not held:
+        return event
+    lifted = frozenset().union(*(by_side[side] for side in held))
+    attributes = _mapping(event.get("attributes"))
+    body = _as_dict(attributes.get(EVENT_CONTENT))
+    kept = {key: value for key, value in attributes.items()
+            if key != EVENT_CONTENT and not (key in lifted and key not in body)}
+    if EVENT_CONTENT in attributes and not body:
+        kept[EVENT_CONTENT] = attributes[EVENT_CONTENT]  # not a JSON body: nothing was read from it
+    elif rest := {key: value for key, value in body.items() if key not in lifted}:
+        kept[EVENT_CONTENT] = rest
+    out = {key: value for key, value in event.items() if key != "attributes"}
+    if kept or "attributes" in event:
+        out["attributes"] = kept
+    out[CONTENT_IN] = held
+    return out
+
+
+def _mapping(value: Any) -> Mapping[str, Any]:
+    return value if isinstance(value, Mapping) else {}
 
 
 def system_message(instructions: Any) -> dict[str, Any]:

@@ -4,7 +4,8 @@ Shape: ``{"input", "output", "attributes", "events", "links", "status", "kind", 
 empty values left out. ``attributes`` keeps every span attribute not consumed into ``input``/``output``.
 JSON strings holding objects or arrays are parsed; flattened message lists (OpenInference
 ``llm.input_messages.N.message.*``, legacy ``gen_ai.prompt.N.*``) are rebuilt into lists; GenAI content
-span events (``content_events``) fill a side no attribute gave. Every value is made JSON-compatible
+span events (``content_events``) fill a side no attribute gave, and keep in ``events`` only what is not
+stored in ``input``/``output`` already (content is stored, hashed and diffed once). Every value is made JSON-compatible
 (bytes → base64, non-finite floats and out-of-range ints → strings, depth capped), and nothing here
 raises on a bad attribute value.
 
@@ -20,6 +21,7 @@ from otlp_receiver.content_events import (
     CONTENT_EVENT_NAMES,
     ContentEvent,
     content_messages,
+    drop_lifted_content,
     span_event_fields,
     system_message,
 )
@@ -87,7 +89,8 @@ def _flattened(prefix: str) -> Source:
 def _span_content_events(side: str) -> Source:
     """Content carried on the span's GenAI events (``content_events``); consumes no attribute.
 
-    ``side`` is ``"input"`` or ``"output"``. The events stay in the payload's ``events`` as sent.
+    ``side`` is ``"input"`` or ``"output"``. The events stay in the payload's ``events``, without the
+    content this (or an attribute carrying the same messages) put into the side (``drop_lifted_content``).
     """
 
     def span_content_events(span: Span, profile: KeyProfile) -> Resolved | None:
@@ -260,8 +263,9 @@ def build_payload(span: Span, step_type: StepType, profile: KeyProfile | None = 
     if attributes := _json_mapping(span.attributes, used_in | used_out):
         payload["attributes"] = attributes
     if span.events:
-        payload["events"] = [{"name": event.name, "time_ns": event.time_ns,
-                              "attributes": _json_mapping(event.attributes)} for event in span.events]
+        events = [{"name": event.name, "time_ns": event.time_ns, "attributes": _json_mapping(event.attributes)}
+                  for event in span.events]
+        payload["events"] = drop_lifted_content(events, step_input, step_output)
     if span.links:
         payload["links"] = [{"trace_id": link.trace_id, "span_id": link.span_id,
                              "attributes": _json_mapping(link.attributes)} for link in span.links]

@@ -178,6 +178,14 @@ def _stretch_parents(drafts: list[StepDraft]) -> list[StepDraft]:
     return [replace(d, end_ns=end[d.span_id]) for d in drafts]
 
 
+def run_from_drafts(drafts: Sequence[StepDraft]) -> tuple[Run, list[Step]]:
+    """A succeeded run of ``drafts`` (all of one trace, e.g. ``map_span`` output), seqs in the given order."""
+    trace_id = drafts[0].trace_id
+    steps = [Step(TENANT, PROJECT, RunId(trace_id), make_step_id(TENANT, trace_id, d.span_id), seq, d)
+             for seq, d in enumerate(drafts)]
+    return _run_for(RunId(trace_id), trace_id, steps, RunStatus.SUCCEEDED), steps
+
+
 def _run_for(run_id: RunId, trace_id: TraceId, steps: Sequence[Step], status: RunStatus) -> Run:
     drafts = [s.draft for s in steps]
     models = tuple(dict.fromkeys(d.model_name for d in drafts if d.model_name))

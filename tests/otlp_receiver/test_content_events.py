@@ -17,6 +17,7 @@ from otlp_receiver.content_events import (
     ContentEvent,
     Messages,
     content_messages,
+    drop_lifted_content,
     log_record_fields,
     span_event_fields,
 )
@@ -177,7 +178,7 @@ def test_span_events_fill_model_input_and_output_when_no_attribute_carries_them(
                                 {"role": "user", "parts": [{"type": "text", "content": "weather?"}]}]
     assert payload["output"] == [{"role": "assistant", "parts": [{"type": "text", "content": "sunny"}],
                                   "finish_reason": "stop"}]
-    assert [e["name"] for e in payload["events"]] == [e.name for e in CHAT_EVENTS]  # kept as sent
+    assert [e["name"] for e in payload["events"]] == [e.name for e in CHAT_EVENTS]  # kept for the timeline
 
 
 def test_span_event_messages_have_the_shape_of_genai_message_attributes() -> None:
@@ -217,6 +218,65 @@ def test_legacy_content_prompt_event_still_fills_the_input() -> None:
     assert payload_of({}, events)["input"] == [{"role": "user"}]
 
 
+# --- stored once -----------------------------------------------------------------------------------------
+def test_events_whose_content_was_lifted_keep_name_time_and_other_attributes_but_not_the_content() -> None:
+    events = (make_event(name="gen_ai.user.message", time_ns=5,
+                         attributes={"gen_ai.system": "openai", "content": "weather?", "role": "user"}),
+              *CHAT_EVENTS[2:], make_event(name="exception", attributes={"exception.message": "boom"}))
+    payload = payload_of({}, events)
+    assert payload["events"][0] == {"name": "gen_ai.user.message", "time_ns": 5,
+                                    "attributes": {"gen_ai.system": "openai"}, "content_in": ["input"]}
+    assert payload["events"][1]["content_in"] == ["output"]
+    assert "sunny" not in json.dumps(payload["events"]) and "weather?" not in json.dumps(payload["events"])
+    assert payload["events"][2] == {"name": "exception", "time_ns": events[2].time_ns,
+                                    "attributes": {"exception.message": "boom"}}  # not a content event
+
+
+def test_event_content_equal_to_an_attribute_that_won_is_stored_once_too() -> None:
+    user = span_event("gen_ai.user.message", content="hi")
+    payload = payload_of({"gen_ai.input.messages": json.dumps(INPUT)}, (user,))
+    assert payload["input"] == INPUT
+    assert payload["events"][0]["content_in"] == ["input"] and payload["events"][0]["attributes"] == {}
+
+
+def test_event_content_that_differs_from_what_was_stored_is_kept_as_sent() -> None:
+    user = span_event("gen_ai.user.message", content="something else")
+    payload = payload_of({"gen_ai.input.messages": json.dumps(INPUT)}, (user,))
+    assert payload["events"][0]["attributes"] == {"content": "something else"}
+    assert "content_in" not in payload["events"][0]
+
+
+def test_operation_details_loses_only_the_sides_it_gave() -> None:
+    details = span_event("gen_ai.client.inference.operation.details", **{
+        "gen_ai.input.messages": json.dumps([{"role": "user", "parts": []}]), "gen_ai.output.messages": OUTPUT,
+        "gen_ai.provider.name": "openai"})
+    payload = payload_of({"gen_ai.input.messages": json.dumps(INPUT)}, (details,))
+    (event,) = payload["events"]
+    assert event["content_in"] == ["output"]
+    assert set(event["attributes"]) == {"gen_ai.input.messages", "gen_ai.provider.name"}
+
+
+def test_per_message_events_beside_operation_details_are_not_its_content_and_are_kept() -> None:
+    details = span_event("gen_ai.client.inference.operation.details", **{"gen_ai.input.messages": INPUT})
+    user = span_event("gen_ai.user.message", content="hi")
+    payload = payload_of({}, (details, user))
+    assert payload["events"][0]["content_in"] == ["input"]
+    assert payload["events"][1]["attributes"] == {"content": "hi"}
+
+
+def test_unread_fields_of_a_json_event_body_are_kept() -> None:
+    body = {"role": "user", "content": "hi", "x.vendor": 1}
+    payload = payload_of({}, (span_event("gen_ai.user.message", **{"gen_ai.event.content": json.dumps(body)}),))
+    assert payload["events"][0]["attributes"] == {"gen_ai.event.content": {"x.vendor": 1}}
+
+
+def test_stored_once_is_the_same_rule_on_an_already_built_payload() -> None:
+    payload = payload_of({}, CHAT_EVENTS)
+    assert drop_lifted_content(payload["events"], payload["input"], payload["output"]) is payload["events"]
+    whole = [{"name": e.name, "time_ns": e.time_ns, "attributes": dict(e.attributes)} for e in CHAT_EVENTS]
+    assert drop_lifted_content(whole, payload["input"], payload["output"]) == payload["events"]
+
+
 # --- redaction -------------------------------------------------------------------------------------------
 @pytest.mark.parametrize("attributes", [
     {"content": "mail me at jane.doe@example.com"},
@@ -227,6 +287,8 @@ def test_content_rebuilt_from_span_events_is_rebuilt_from_the_redacted_span(attr
     span = make_span(attributes={"gen_ai.operation.name": "chat"},
                      events=(make_event(name="gen_ai.user.message", attributes=attributes),))
     clean, meta = redactor.redact_span(span)
-    text = json.dumps(dict(map_span(clean).payload))
+    payload = dict(map_span(clean).payload)
+    text = json.dumps(payload)
     assert "jane.doe@example.com" not in text
-    assert "[REDACTED:value.email:" in text and not meta.is_empty()
+    assert "[REDACTED:value.email:" in json.dumps(payload["input"]) and not meta.is_empty()
+    assert payload["events"][0]["content_in"] == ["input"]  # the redacted content is stored once, in input
