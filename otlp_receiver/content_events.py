@@ -4,7 +4,7 @@ Content that is not in span attributes arrives as *events*, on the span or as OT
 to it (trace_id/span_id). Three generations are read:
 
 - v1.26–1.27, span events ``gen_ai.content.prompt`` / ``gen_ai.content.completion``: the whole message
-  list as JSON text in ``gen_ai.prompt`` / ``gen_ai.completion``; kept as sent (like the attribute forms);
+  list as JSON text in ``gen_ai.prompt`` / ``gen_ai.completion`` (OpenAI-style messages);
 - v1.28–1.36, one event per message: ``gen_ai.{system,user,assistant,tool}.message`` with body
   ``{content, role?, tool_calls?[{id, type, function{name, arguments}}], id? (tool)}`` and ``gen_ai.choice``
   with body ``{index, finish_reason, message{role, content, tool_calls}}``. Over logs the body is the log
@@ -16,8 +16,8 @@ to it (trace_id/span_id). Three generations are read:
   ``gen_ai.output.messages`` and ``gen_ai.system_instructions`` in the attributes (structured values or
   JSON text), already in the current message schema.
 
-The per-message generation is rebuilt into the current schema, the same shape ``gen_ai.input.messages``
-gives: ``[{"role", "parts": [{"type": "text", "content"} | {"type": "tool_call", "id", "name",
+Every generation is rebuilt into the current schema (``otlp_receiver.messages``), the shape
+``gen_ai.input.messages`` gives: ``[{"role", "parts": [{"type": "text", "content"} | {"type": "tool_call", "id", "name",
 "arguments"} | {"type": "tool_call_response", "id", "response"} | …]}]``, output messages with
 ``finish_reason``. Within one span, ``operation.details`` wins over per-message events (an emitter in
 ``SPAN_AND_EVENT``-style modes may send both).
@@ -28,7 +28,7 @@ whose content the payload's ``input``/``output`` already hold, and marks each su
 timeline. It works on the payload's JSON form, so the diff applies the same rule to payloads stored
 before it existed.
 
-Pure: imports the standard library and ``otlp_receiver.json_value``; never raises on bad values.
+Pure: imports the standard library and ``otlp_receiver``'s JSON and message helpers; never raises on bad values.
 """
 
 from __future__ import annotations
@@ -38,6 +38,7 @@ from dataclasses import dataclass
 from typing import Any, Final
 
 from otlp_receiver.json_value import parse_json_text, to_json_value
+from otlp_receiver.messages import Side, to_genai_message, to_genai_messages
 
 SYSTEM_MESSAGE: Final = "gen_ai.system.message"
 USER_MESSAGE: Final = "gen_ai.user.message"
@@ -62,7 +63,8 @@ CONTENT_EVENT_NAMES: Final = frozenset({*_ROLES, CHOICE, OPERATION_DETAILS, *_WH
 CONTENT_IN: Final = "content_in"
 """Key of a payload event whose content was taken out: the payload sides that hold it (``["input"]``…)."""
 
-_MESSAGE_FIELDS: Final = frozenset({"role", "content", "tool_calls", "id"})
+_BODY_FIELDS: Final = ("role", "content", "tool_calls", "id")
+_MESSAGE_FIELDS: Final = frozenset(_BODY_FIELDS)
 _LIFTED_FIELDS: Final[Mapping[str, Mapping[str, frozenset[str]]]] = {
     **{name: {"input": _MESSAGE_FIELDS} for name in _ROLES},
     CHOICE: {"output": _MESSAGE_FIELDS | {"message", "finish_reason", "index"}},
@@ -123,15 +125,15 @@ def content_messages(events: Iterable[ContentEvent]) -> Messages:
         if event.name == OPERATION_DETAILS:
             details.append(event)
         elif event.name in _ROLES:
-            inputs.append(_message(_text_or(event.fields.get("role"), _ROLES[event.name]), event.fields))
+            inputs.append(_message(_text_or(event.fields.get("role"), _ROLES[event.name]), event.fields, "input"))
         elif event.name == CHOICE:
             choices.append(_choice(event.fields, len(choices)))
         elif event.name in _WHOLE_LIST:
             value = event.fields.get(_WHOLE_LIST[event.name])
             if value is not None and value != "":
-                found = parse_json_text(value)
-                (inputs if event.name == CONTENT_PROMPT else outputs).extend(
-                    found if isinstance(found, list) else [found])
+                side: Side = "input" if event.name == CONTENT_PROMPT else "output"
+                found = to_genai_messages(parse_json_text(value), side)
+                (inputs if side == "input" else outputs).extend(found if isinstance(found, list) else [found])
     if details:
         return _details(details)
     outputs.extend(message for _, message in sorted(choices, key=lambda pair: pair[0]))
@@ -206,14 +208,14 @@ def _details(events: list[ContentEvent]) -> Messages:
         instructions = _present(parse_json_text(event.fields.get(SYSTEM_INSTRUCTIONS)))
         if instructions is not None:
             inputs.append(system_message(instructions))
-        inputs.extend(_as_messages(event.fields.get(INPUT_MESSAGES)))
-        outputs.extend(_as_messages(event.fields.get(OUTPUT_MESSAGES)))
+        inputs.extend(_as_messages(event.fields.get(INPUT_MESSAGES), "input"))
+        outputs.extend(_as_messages(event.fields.get(OUTPUT_MESSAGES), "output"))
     return Messages(input=inputs or None, output=outputs or None)
 
 
 def _choice(fields: Mapping[str, Any], order: int) -> tuple[int, dict[str, Any]]:
     message = _as_dict(fields.get("message")) or fields
-    out = _message(_text_or(message.get("role"), "assistant"), message)
+    out = _message(_text_or(message.get("role"), "assistant"), message, "output")
     finish_reason = fields.get("finish_reason")
     if finish_reason is not None and finish_reason != "":
         out["finish_reason"] = to_json_value(finish_reason)
@@ -221,53 +223,19 @@ def _choice(fields: Mapping[str, Any], order: int) -> tuple[int, dict[str, Any]]
     return (index if isinstance(index, int) and not isinstance(index, bool) else order), out
 
 
-def _message(role: str, fields: Mapping[str, Any]) -> dict[str, Any]:
-    content = fields.get("content")
-    if role == "tool":
-        response: dict[str, Any] = {"type": "tool_call_response"}
-        if (call_id := _present(fields.get("id"))) is not None:
-            response["id"] = to_json_value(call_id)
-        response["response"] = to_json_value(content)
-        return {"role": role, "parts": [response]}
-    parts = _parts(content) + [_tool_call(call) for call in _as_list(fields.get("tool_calls"))]
-    return {"role": role, "parts": parts}
+def _message(role: str, fields: Mapping[str, Any], side: Side) -> dict[str, Any]:
+    """A per-message event body in the current shape; only its body fields are read (not ``gen_ai.system``…)."""
+    body = {key: parse_json_text(fields[key]) if key == "tool_calls" else to_json_value(fields[key])
+            for key in _BODY_FIELDS if key in fields}
+    body["role"] = role
+    return to_genai_message(body, side)
 
 
-def _parts(content: Any) -> list[Any]:
-    if content is None or content == "":
-        return []
-    if isinstance(content, list | tuple):
-        return [_part(item) for item in content if item is not None and item != ""]
-    return [_text_part(content)]
-
-
-def _part(item: Any) -> Any:
-    """One content item: a typed part is kept (OpenAI's ``{type: text, text}`` renamed to ``content``)."""
-    if isinstance(item, Mapping) and isinstance(item.get("type"), str):
-        if item["type"] == "text" and "content" not in item and "text" in item:
-            return _text_part(item["text"])
-        return to_json_value(item)
-    return _text_part(item)
-
-
-def _text_part(value: Any) -> dict[str, Any]:
-    return {"type": "text", "content": to_json_value(value)}
-
-
-def _tool_call(call: Any) -> dict[str, Any]:
-    fields = _as_dict(call)
-    function = _as_dict(fields.get("function"))
-    part = {"type": "tool_call", "id": _present(fields.get("id")),
-            "name": _present(function.get("name", fields.get("name"))),
-            "arguments": _present(function.get("arguments", fields.get("arguments")))}
-    return {key: parse_json_text(value) for key, value in part.items() if value is not None}
-
-
-def _as_messages(value: Any) -> list[Any]:
+def _as_messages(value: Any, side: Side) -> list[Any]:
     found = parse_json_text(value)
     if found is None or found == "":
         return []
-    return found if isinstance(found, list) else [found]
+    return to_genai_messages(found, side) if isinstance(found, list) else [found]
 
 
 def _as_dict(value: Any) -> dict[str, Any]:

@@ -3,7 +3,8 @@
 Shape: ``{"input", "output", "attributes", "events", "links", "status", "kind", "resource"}``, keys with
 empty values left out. ``attributes`` keeps every span attribute not consumed into ``input``/``output``.
 JSON strings holding objects or arrays are parsed; flattened message lists (OpenInference
-``llm.input_messages.N.message.*``, legacy ``gen_ai.prompt.N.*``) are rebuilt into lists; GenAI content
+``llm.input_messages.N.message.*``, legacy ``gen_ai.prompt.N.*``) are rebuilt into lists; chat messages of
+every convention are stored in the current GenAI shape (``otlp_receiver.messages``); GenAI content
 span events (``content_events``) fill a side no attribute gave, and keep in ``events`` only what is not
 stored in ``input``/``output`` already (content is stored, hashed and diffed once). Every value is made JSON-compatible
 (bytes → base64, non-finite floats and out-of-range ints → strings, depth capped), and nothing here
@@ -28,6 +29,7 @@ from otlp_receiver.content_events import (
 from otlp_receiver.conventions import Attributes
 from otlp_receiver.json_value import parse_json_text, to_json_value
 from otlp_receiver.key_profile import KeyProfile, key_profile
+from otlp_receiver.messages import Side, to_genai_messages
 from otlp_receiver.model import Span, StepType
 
 Resolved = tuple[Any, frozenset[str]]
@@ -67,6 +69,33 @@ def _messages_with_system(messages_key: str, system_key: str) -> Source:
         return [system_message(system[0]), *found[0]], found[1] | system[1]
 
     return messages_with_system
+
+
+def _messages(source: Source, side: Side) -> Source:
+    """``source``'s value as current-shape GenAI messages (``otlp_receiver.messages``) when it is a list."""
+
+    def messages(span: Span, profile: KeyProfile) -> Resolved | None:
+        found = source(span, profile)
+        return None if found is None else (to_genai_messages(found[0], side), found[1])
+
+    return messages
+
+
+def _with_finish_reason(source: Source, key: str) -> Source:
+    """OpenInference's one ``llm.finish_reason`` moved into the output message when there is exactly one."""
+
+    def with_finish_reason(span: Span, profile: KeyProfile) -> Resolved | None:
+        found = source(span, profile)
+        reason = span.attributes.get(key)
+        if found is None or not isinstance(reason, str) or not reason:
+            return found
+        messages, used = found
+        if isinstance(messages, list) and len(messages) == 1 and isinstance(messages[0], dict) \
+                and "finish_reason" not in messages[0]:
+            return [{**messages[0], "finish_reason": reason}], used | {key}
+        return found
+
+    return with_finish_reason
 
 
 def _flattened(prefix: str) -> Source:
@@ -131,12 +160,24 @@ def _insert_flat(root: dict[Any, Any], prefix: str, key: Any, value: Any) -> boo
 
 
 def _rebuild(node: Any, depth: int) -> Any:
-    """Dicts keyed by indices become lists (sparse indices compacted); OpenInference wrappers unwrapped."""
+    """Dicts keyed by indices become lists (sparse indices compacted, in index order); OpenInference wrappers
+    unwrapped. A top-level index too long to be one was not consumed (``_insert_flat``); a nested one still
+    orders its list."""
     if not isinstance(node, dict) or depth > _MAX_FLAT_SEGMENTS:
         return node
-    if node and all(isinstance(key, int) for key in node):
-        return [_unwrap(_rebuild(node[index], depth + 1)) for index in sorted(node)]
+    if node and all(isinstance(key, int) or _is_long_index(key) for key in node):
+        return [_unwrap(_rebuild(node[index], depth + 1)) for index in sorted(node, key=_index_order)]
     return {str(key): _rebuild(item, depth + 1) for key, item in node.items()}
+
+
+def _is_long_index(key: Any) -> bool:
+    """A nested index with more digits than ``_segment`` reads as a number (ordered as text, never parsed)."""
+    return isinstance(key, str) and key.isascii() and key.isdigit()
+
+
+def _index_order(key: int | str) -> tuple[int, str]:
+    text = str(key).lstrip("0") or "0"  # numeric order of any length, without int() on a huge string
+    return len(text), text
 
 
 def _unwrap(item: Any) -> Any:
@@ -153,13 +194,15 @@ def _unwrap(item: Any) -> Any:
 # content events, and "attributes first" is the rule a reader can predict.) Content events correlated
 # through OTLP logs come last of all: they never change a stored model step (steps are append-only and
 # hash-chained) but become their own step under it (``log_content``).
+# Chat messages, whichever convention sent them, are stored in the current GenAI shape (``_messages``), so
+# the same conversation diffs equal across instrumentations and readers know one shape.
 MODEL_INPUT: Final[tuple[Source, ...]] = (
-    _messages_with_system("gen_ai.input.messages", "gen_ai.system_instructions"),
-    _flattened("llm.input_messages."),
-    _flattened("llm.prompts."),
-    _flattened("gen_ai.prompt."),
+    _messages(_messages_with_system("gen_ai.input.messages", "gen_ai.system_instructions"), "input"),
+    _messages(_flattened("llm.input_messages."), "input"),
+    _messages(_flattened("llm.prompts."), "input"),
+    _messages(_flattened("gen_ai.prompt."), "input"),
     _attribute("input.value"),
-    _attribute("gen_ai.prompt"),
+    _messages(_attribute("gen_ai.prompt"), "input"),
     _attribute("ai.prompt.messages"),
     _attribute("ai.prompt"),
     _attribute("traceloop.entity.input"),
@@ -167,12 +210,12 @@ MODEL_INPUT: Final[tuple[Source, ...]] = (
     _span_content_events("input"),
 )
 MODEL_OUTPUT: Final[tuple[Source, ...]] = (
-    _attribute("gen_ai.output.messages"),
-    _flattened("llm.output_messages."),
-    _flattened("llm.choices."),
-    _flattened("gen_ai.completion."),
+    _messages(_attribute("gen_ai.output.messages"), "output"),
+    _with_finish_reason(_messages(_flattened("llm.output_messages."), "output"), "llm.finish_reason"),
+    _messages(_flattened("llm.choices."), "output"),
+    _messages(_flattened("gen_ai.completion."), "output"),
     _attribute("output.value"),
-    _attribute("gen_ai.completion"),
+    _messages(_attribute("gen_ai.completion"), "output"),
     _attribute("ai.response.text"),
     _attribute("ai.response.object"),
     _attribute("ai.response.toolCalls"),

@@ -20,7 +20,9 @@ from analysis.findings import (
     scan_run,
     scan_runs,
 )
+from otlp_receiver.mapping import map_span
 from tests.analysis.factories import MS, T0_NS, S, messages, run, runs_frame, step, steps_frame
+from tests.factories import make_span
 
 NOW = T0_NS + 3_600 * S
 IDLE = 600 * S
@@ -188,6 +190,18 @@ def test_user_rejection_with_capitalised_roles_and_input_as_json_text(encode: bo
     history = [{"role": "User", "content": "book a flight"}, {"role": "Assistant", "content": "Booked LH 123"},
                {"role": "USER", "content": "No, that's wrong"}]
     payload = {"input": json.dumps(history) if encode else history}
+    assert kinds(scan([step("r1", 1, type="model", payload=payload)])) == ["user_rejection"]
+
+
+@pytest.mark.parametrize("flattened", ["llm.input_messages.{i}.message.", "gen_ai.prompt.{i}."])
+def test_user_rejection_in_messages_mapped_from_flattened_conventions(flattened: str) -> None:
+    """OpenInference / legacy OpenLLMetry spans, as ingest maps them (current GenAI message shape)."""
+    turns = [("user", "book a flight"), ("assistant", "Booked LH 123"), ("user", "No, that's wrong")]
+    attributes = {"openinference.span.kind": "LLM"}
+    for i, (role, text) in enumerate(turns):
+        attributes |= {flattened.format(i=i) + "role": role, flattened.format(i=i) + "content": text}
+    payload = dict(map_span(make_span(attributes=attributes)).payload)
+    assert payload["input"][2] == {"role": "user", "parts": [{"type": "text", "content": "No, that's wrong"}]}
     assert kinds(scan([step("r1", 1, type="model", payload=payload)])) == ["user_rejection"]
 
 

@@ -96,11 +96,12 @@ def test_choices_are_ordered_by_index_and_default_to_assistant(form: Form) -> No
     assert {m["role"] for m in found.output} == {"assistant"}
 
 
-def test_legacy_content_prompt_and_completion_events_keep_their_message_lists() -> None:
+def test_legacy_content_prompt_and_completion_events_give_current_shape_message_lists() -> None:
     prompt = ContentEvent("gen_ai.content.prompt", {"gen_ai.prompt": '[{"role": "user", "content": "hi"}]'})
     completion = ContentEvent("gen_ai.content.completion", {"gen_ai.completion": '[{"role": "assistant"}]'})
     found = messages(prompt, completion)
-    assert found == Messages(input=[{"role": "user", "content": "hi"}], output=[{"role": "assistant"}])
+    assert found == Messages(input=[{"role": "user", "parts": [{"type": "text", "content": "hi"}]}],
+                             output=[{"role": "assistant", "parts": []}])
 
 
 # --- the current generation ---------------------------------------------------------------------------
@@ -129,7 +130,7 @@ def test_content_as_a_list_of_openai_parts_is_normalised() -> None:
     body = {"content": [{"type": "text", "text": "look"}, {"type": "image_url", "image_url": {"url": "u"}}, "plain"]}
     found = messages(as_log_body("gen_ai.user.message", body))
     assert found.input[0]["parts"] == [{"type": "text", "content": "look"},
-                                       {"type": "image_url", "image_url": {"url": "u"}},
+                                       {"type": "uri", "modality": "image", "uri": "u"},
                                        {"type": "text", "content": "plain"}]
 
 
@@ -215,7 +216,7 @@ def test_operation_details_span_event_with_structured_values() -> None:
 
 def test_legacy_content_prompt_event_still_fills_the_input() -> None:
     events = (span_event("gen_ai.content.prompt", **{"gen_ai.prompt": '[{"role": "user"}]'}),)
-    assert payload_of({}, events)["input"] == [{"role": "user"}]
+    assert payload_of({}, events)["input"] == [{"role": "user", "parts": []}]
 
 
 # --- stored once -----------------------------------------------------------------------------------------

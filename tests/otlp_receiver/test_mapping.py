@@ -257,14 +257,14 @@ def test_payload_rebuilds_openinference_flattened_messages() -> None:
         "input.value": "raw request",
     }
     payload = map_span(make_span(attributes=attributes)).payload
-    assert payload["input"] == [
-        {"role": "system", "content": "be brief"},
+    assert payload["input"] == [  # in the current GenAI shape (otlp_receiver.messages)
+        {"role": "system", "parts": [{"type": "text", "content": "be brief"}]},
         {
             "role": "assistant",
-            "tool_calls": [{"id": "call_1", "function": {"name": "search", "arguments": {"q": "otel"}}}],
+            "parts": [{"type": "tool_call", "id": "call_1", "name": "search", "arguments": {"q": "otel"}}],
         },
     ]
-    assert payload["output"] == [{"role": "assistant", "content": "done"}]
+    assert payload["output"] == [{"role": "assistant", "parts": [{"type": "text", "content": "done"}]}]
     assert payload["attributes"] == {"openinference.span.kind": "LLM", "input.value": "raw request"}
 
 
@@ -279,8 +279,9 @@ def test_payload_rebuilds_legacy_indexed_prompt_but_keeps_prompt_name() -> None:
         "gen_ai.completion.0.finish_reason": "stop",
     }
     payload = map_span(make_span(attributes=attributes)).payload
-    assert payload["input"] == [{"role": "user", "content": {"text": "hi"}}]
-    assert payload["output"] == [{"role": "assistant", "content": "hello", "finish_reason": "stop"}]
+    assert payload["input"] == [{"role": "user", "parts": [{"type": "text", "content": "hi"}]}]
+    assert payload["output"] == [
+        {"role": "assistant", "parts": [{"type": "text", "content": "hello"}], "finish_reason": "stop"}]
     assert payload["attributes"] == {"llm.request.type": "chat", "gen_ai.prompt.name": "greeting"}
 
 
@@ -299,7 +300,7 @@ def test_tool_payload_prefers_tool_call_arguments_and_result() -> None:
 def test_payload_takes_content_from_legacy_span_events() -> None:
     events = (make_event(name="gen_ai.content.prompt", attributes={"gen_ai.prompt": '[{"role": "user"}]'}),)
     payload = map_span(make_span(attributes={"gen_ai.operation.name": "chat"}, events=events)).payload
-    assert payload["input"] == [{"role": "user"}]
+    assert payload["input"] == [{"role": "user", "parts": []}]
 
 
 def test_payload_carries_events_links_status_kind_and_resource() -> None:

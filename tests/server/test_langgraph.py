@@ -145,12 +145,17 @@ def test_langgraph_tool_loop(shared_server: LiveServer, instrumented: tuple[Trac
     assert [s["model_name"] for s in models] == [MODEL_NAME, MODEL_NAME]
     assert [(s["tokens"]["in"], s["tokens"]["out"], s["tokens"]["total"]) for s in models] == [
         (30, 5, 35), (50, 8, 58)]
-    # OpenInference's flattened llm.input_messages / llm.output_messages come back as message lists.
-    assert models[0]["payload"]["input"] == [{"role": "user", "content": "What is the weather in paris?"}]
-    assert models[0]["payload"]["output"][0]["tool_calls"][0]["function"] == {
-        "name": "get_weather", "arguments": {"city": "paris"}}
+    # OpenInference's flattened llm.input_messages / llm.output_messages come back as message lists, in the
+    # current GenAI shape (role + parts) whichever convention sent them.
+    assert models[0]["payload"]["input"] == [
+        {"role": "user", "parts": [{"type": "text", "content": "What is the weather in paris?"}]}]
+    (call,) = [p for p in models[0]["payload"]["output"][0]["parts"] if p["type"] == "tool_call"]
+    assert (call["name"], call["arguments"]) == ("get_weather", {"city": "paris"})
     assert [m["role"] for m in models[1]["payload"]["input"]] == ["user", "assistant", "tool"]
-    assert models[1]["payload"]["output"] == [{"role": "assistant", "content": "It is sunny in paris."}]
+    (result,) = models[1]["payload"]["input"][2]["parts"]
+    assert result["type"] == "tool_call_response" and result["id"] == call["id"]
+    assert [m["parts"] for m in models[1]["payload"]["output"]] == [
+        [{"type": "text", "content": "It is sunny in paris."}]]
     (tool_step,) = [s for s in steps if s["type"] == "tool"]
     assert tool_step["name"] == tool_step["tool_name"] == "get_weather"
     assert "paris" in str(tool_step["payload"]["input"])
