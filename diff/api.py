@@ -11,8 +11,10 @@ other one.
 from __future__ import annotations
 
 import gc
+import threading
+import time
 from collections import Counter
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from operator import attrgetter
@@ -122,22 +124,75 @@ def _aligned_pairs(
     return visible, matched
 
 
+MAX_GC_PAUSE_S = 1.0
+"""Longest continuous pause of the collector by overlapping diffs (a 10,000-step diff takes ~0.2-0.3 s)."""
+
+
+class _GcPause:
+    """The process-wide pause of the cyclic garbage collector, shared by the diffs that overlap.
+
+    ``gc.disable()`` is process-wide, so two diffs in two threads must not each save and restore it: the first
+    to finish would re-enable it under the second, or the second, finding it off, would never turn it back on.
+    Instead a count under a lock: the first diff in saves ``gc.isenabled()`` and turns the collector off, the
+    last one out restores that saved state. So the collector is off while diffs run (for every thread, ingest
+    included: the price of the pause, see :func:`_gc_paused`) and, once none runs, is as the first one found
+    it. Diffs that keep overlapping would keep it off indefinitely, so a diff that arrives when the pause has
+    lasted ``max_pause_s`` lifts it instead of joining it: the collector runs until the overlap ends, and the
+    next diff after that starts a new pause. Code that toggles the collector while diffs run is overridden when
+    they end.
+    """
+
+    def __init__(self, *, max_pause_s: float = MAX_GC_PAUSE_S,
+                 clock: Callable[[], float] = time.monotonic) -> None:
+        self._lock = threading.Lock()
+        self._holders = 0
+        self._was_enabled = False
+        self._since = 0.0
+        self._max_pause_s = max_pause_s
+        self._clock = clock
+
+    @property
+    def holders(self) -> int:
+        """Diffs running under the pause (or its lifted tail) now."""
+        return self._holders
+
+    def enter(self) -> None:
+        """Join the pause: the first diff turns the collector off, one arriving after ``max_pause_s`` back on."""
+        with self._lock:
+            if self._holders == 0:
+                self._was_enabled, self._since = gc.isenabled(), self._clock()
+                gc.disable()
+            elif self._was_enabled and self._clock() - self._since > self._max_pause_s:
+                gc.enable()
+            self._holders += 1
+
+    def leave(self) -> None:
+        """Leave the pause (the last to leave restores the collector as the first found it)."""
+        with self._lock:
+            self._holders -= 1
+            if self._holders == 0 and self._was_enabled:
+                gc.enable()
+
+
+_GC_PAUSE = _GcPause()
+
+
 @contextmanager
 def _gc_paused() -> Iterator[None]:
-    """Pause the cyclic garbage collector for the duration of one diff.
+    """Pause the cyclic garbage collector for the duration of one diff (shared with overlapping diffs).
 
-    A diff allocates some twenty acyclic containers per step; with the collector on, the generation-2
-    passes this triggers rescan the whole heap (both runs' payloads included) and measured 2-3x the
-    diff itself at 10,000 steps. Nothing here creates cycles, so reference counting frees it all.
-    Only the caller that found the collector enabled re-enables it.
+    A diff allocates some twenty acyclic containers per step; at the default collector thresholds the
+    collections this triggers rescan the heap and cost 2.5-3.5x the diff itself at 10,000 steps (A/B with
+    and without the pause, ``benchmarks/test_diff.py``). At the thresholds ``traceward serve`` sets (young
+    collections every 50,000 allocations) the gain shrinks to 1.0-1.7x at 10,000 steps and noise below
+    that; the CLI's ``traceward diff`` keeps the defaults. Nothing here creates cycles, so reference counting
+    frees it all. See :class:`_GcPause` for how overlapping diffs share the pause.
     """
-    enabled = gc.isenabled()
-    gc.disable()
+    _GC_PAUSE.enter()
     try:
         yield
     finally:
-        if enabled:
-            gc.enable()
+        _GC_PAUSE.leave()
 
 
 def _check_runs(run_a: Run, steps_a: Sequence[Step], run_b: Run, steps_b: Sequence[Step]) -> None:
