@@ -167,7 +167,11 @@ def drop_lifted_content(events: list[Any], stored_input: Any, stored_output: Any
 
 
 def _is_content_event(event: Any) -> bool:
-    return isinstance(event, dict) and event.get("name") in CONTENT_EVENT_NAMES and CONTENT_IN not in event
+    """A content event not yet stripped (stored payloads may hold anything: REST steps, older versions)."""
+    if not isinstance(event, dict) or CONTENT_IN in event:
+        return False
+    name = event.get("name")
+    return isinstance(name, str) and name in CONTENT_EVENT_NAMES
 
 
 def _without_lifted(event: dict[str, Any], sides: frozenset[str]) -> dict[str, Any]:

@@ -278,6 +278,15 @@ def test_stored_once_is_the_same_rule_on_an_already_built_payload() -> None:
     assert drop_lifted_content(whole, payload["input"], payload["output"]) == payload["events"]
 
 
+@pytest.mark.parametrize("events", [
+    [None, 1, "x", {"name": ["unhashable"]}, {"name": "gen_ai.user.message", "attributes": ["not", "a", "map"]}],
+    [{"name": "gen_ai.choice", "attributes": {"message": {"content": {"deep": [[[]]]}}, "index": "NaN"}}],
+    [{"name": "gen_ai.user.message"}, {"name": "gen_ai.client.inference.operation.details", "attributes": 3}],
+])  # fmt: skip
+def test_stored_once_never_raises_on_what_a_stored_payload_may_hold(events: list[Any]) -> None:
+    assert isinstance(drop_lifted_content(events, [{"role": "user", "parts": []}], "x"), list)
+
+
 # --- redaction -------------------------------------------------------------------------------------------
 @pytest.mark.parametrize("attributes", [
     {"content": "mail me at jane.doe@example.com"},
