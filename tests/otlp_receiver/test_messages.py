@@ -14,7 +14,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from otlp_receiver.mapping import map_span
-from otlp_receiver.messages import to_genai_message, to_genai_messages
+from otlp_receiver.messages import _converted, _is_current, to_genai_message, to_genai_messages
 from tests.factories import make_span
 
 IM, OM = "llm.input_messages", "llm.output_messages"
@@ -235,5 +235,15 @@ def test_any_json_value_is_normalized_without_raising(value: Any, side: Any) -> 
     if isinstance(value, list):
         assert all(isinstance(m["role"], str) and isinstance(m["parts"], list) for m in found)
         assert to_genai_messages(found, side) == found  # normalizing twice changes nothing
+        for message in found:
+            assert _is_current(message)  # so the second pass took the fast path...
+            assert _converted(message, side) == message  # ...which gives what the conversion would
     else:
         assert found is value
+
+
+@settings(max_examples=300, deadline=None)
+@given(item=JSON, side=st.sampled_from(["input", "output"]))
+def test_the_fast_path_takes_only_messages_the_conversion_would_leave_unchanged(item: Any, side: Any) -> None:
+    if isinstance(item, dict) and _is_current(item):
+        assert _converted(item, side) == item
