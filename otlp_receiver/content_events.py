@@ -17,9 +17,9 @@ to it (trace_id/span_id). Three generations are read:
   JSON text), already in the current message schema.
 
 Every generation is rebuilt into the current schema (``otlp_receiver.messages``), the shape
-``gen_ai.input.messages`` gives: ``[{"role", "parts": [{"type": "text", "content"} | {"type": "tool_call", "id", "name",
-"arguments"} | {"type": "tool_call_response", "id", "response"} | …]}]``, output messages with
-``finish_reason``. Within one span, ``operation.details`` wins over per-message events (an emitter in
+``gen_ai.input.messages`` gives: ``[{"role", "parts": [{"type": "text", "content"} | {"type": "tool_call",
+"id", "name", "arguments"} | {"type": "tool_call_response", "id", "response"} | …]}]``, output messages
+with ``finish_reason``. Within one span, ``operation.details`` wins over per-message events (an emitter in
 ``SPAN_AND_EVENT``-style modes may send both).
 
 Content is stored once: :func:`drop_lifted_content` takes out of a payload's ``events`` the body fields
@@ -28,7 +28,8 @@ whose content the payload's ``input``/``output`` already hold, and marks each su
 timeline. It works on the payload's JSON form, so the diff applies the same rule to payloads stored
 before it existed.
 
-Pure: imports the standard library and ``otlp_receiver``'s JSON and message helpers; never raises on bad values.
+Pure: imports the standard library and ``otlp_receiver``'s JSON and message helpers; never raises on bad
+values.
 """
 
 from __future__ import annotations

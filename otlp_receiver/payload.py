@@ -4,11 +4,11 @@ Shape: ``{"input", "output", "attributes", "events", "links", "status", "kind", 
 empty values left out. ``attributes`` keeps every span attribute not consumed into ``input``/``output``.
 JSON strings holding objects or arrays are parsed; flattened message lists (OpenInference
 ``llm.input_messages.N.message.*``, legacy ``gen_ai.prompt.N.*``) are rebuilt into lists; chat messages of
-every convention are stored in the current GenAI shape (``otlp_receiver.messages``); GenAI content
-span events (``content_events``) fill a side no attribute gave, and keep in ``events`` only what is not
-stored in ``input``/``output`` already (content is stored, hashed and diffed once). Every value is made JSON-compatible
-(bytes → base64, non-finite floats and out-of-range ints → strings, depth capped), and nothing here
-raises on a bad attribute value.
+every convention are stored in the current GenAI shape (``otlp_receiver.messages``); GenAI content span
+events (``content_events``) fill a side no attribute gave, and keep in ``events`` only what is not stored
+in ``input``/``output`` already (content is stored, hashed and diffed once). Every value is made
+JSON-compatible (bytes → base64, non-finite floats and out-of-range ints → strings, depth capped), and
+nothing here raises on a bad attribute value.
 
 Pure: imports the standard library and ``otlp_receiver``'s model, conventions and JSON helpers.
 """
