@@ -263,7 +263,7 @@ def make_scan_dataset(
             {"run_id": run_id, "agent": f"agent-{r % 50:02d}", "status": "succeeded", "started_ns": started,
              "finished_ns": end, "duration_ns": end - started, "cost_usd": rng.random() / 10}
         )  # fmt: skip
-    steps = pl.DataFrame(step_rows)
+    steps = pl.DataFrame(step_rows, infer_schema_length=None)  # the first rows may all lack a binding
     return runs_lazy(pl.DataFrame(run_rows)).collect(), steps_lazy(steps).collect()
 
 
