@@ -17,8 +17,8 @@ from __future__ import annotations
 
 import logging
 import threading
-from collections.abc import Sequence
-from pathlib import Path
+from collections.abc import Mapping, Sequence
+from pathlib import Path, PurePosixPath
 from typing import Any
 
 import polars as pl
@@ -150,8 +150,17 @@ class StepTable:
 
     # -- reading ---------------------------------------------------------------------------------------------
 
-    def files(self, tenant_id: str, days: Sequence[str] | None = None) -> list[str]:
-        """Data files of one tenant (optionally only some days) in the current snapshot."""
+    def files(self, tenant_id: str, days: Sequence[str] | None = None, *,
+              started_from: Mapping[str, int] | None = None) -> list[str]:
+        """Data files of one tenant (optionally only some days) in the current snapshot.
+
+        With ``started_from`` (day → ns; it replaces ``days``), only the files of those days that can hold
+        a step of that day starting at or after that time: a file whose ``start_ns`` maximum, in its Delta
+        statistics, is below it cannot, and is left out (a file without statistics is kept). The
+        statistics are the file's own data, so compaction and rewrites keep them right: no clock is read.
+        """
+        if started_from is not None:
+            return self._files_started_from(tenant_id, started_from)
         with self._lock:
             if self._dt is None:
                 return []
@@ -160,13 +169,42 @@ class StepTable:
                 filters.append(("day", "in", list(days)))
             return self._dt.file_uris(file_pruning_predicate=filters)
 
-    def scan(self, tenant_id: str, days: Sequence[str] | None = None) -> pl.LazyFrame:
-        """A lazy frame over one tenant's steps (all STEP_COLUMNS, partition columns included)."""
-        files = self.files(tenant_id, days)
+    def _files_started_from(self, tenant_id: str, started_from: Mapping[str, int]) -> list[str]:
+        if not started_from:
+            return []
+        with self._lock:
+            if self._dt is None:
+                return []
+            actions = pa.table(self._dt.get_add_actions(flatten=True))
+            uris = self._dt.file_uris(file_pruning_predicate=[("tenant_id", "=", tenant_id),
+                                                              ("day", "in", list(started_from))])
+        # Add-action paths are percent-encoded (twice over), URIs are not: match on (day, file name).
+        paths = actions["path"].to_pylist()
+        tenants, days = actions["partition.tenant_id"].to_pylist(), actions["partition.day"].to_pylist()
+        maxima = actions["max.start_ns"].to_pylist() if "max.start_ns" in actions.column_names else [None] * len(paths)
+        keep = {(day, PurePosixPath(path).name)
+                for path, tenant, day, top in zip(paths, tenants, days, maxima, strict=True)
+                if tenant == tenant_id and day in started_from and (top is None or top >= started_from[day])}
+        return [uri for uri in uris if (_partition_of(uri)[1], PurePosixPath(uri).name) in keep]
+
+    def scan(self, tenant_id: str, days: Sequence[str] | None = None, *,
+             started_from: Mapping[str, int] | None = None) -> pl.LazyFrame:
+        """A lazy frame over one tenant's steps (all STEP_COLUMNS, partition columns included).
+
+        With ``started_from`` (day → ns), only steps of those days starting at or after the earliest of
+        those times, read from the files that can hold them (see :meth:`files`): the Parquet row groups
+        older than that are skipped on their ``start_ns`` statistics, so a compacted file holding the whole
+        day costs only its recent rows. (A caller wanting some runs' steps passes, per day, the earliest
+        start of their steps: it then reads the data since those runs began, not the whole day.)
+        """
+        files = self.files(tenant_id, days, started_from=started_from)
         if not files:
             return pl.LazyFrame(schema=pl.Schema(STEP_SCHEMA))
-        return pl.scan_parquet(files, hive_partitioning=True, missing_columns="insert",
-                               extra_columns="ignore", schema=pl.Schema(STEP_SCHEMA))
+        lf = pl.scan_parquet(files, hive_partitioning=True, missing_columns="insert",
+                             extra_columns="ignore", schema=pl.Schema(STEP_SCHEMA))
+        if started_from:
+            lf = lf.filter(pl.col("start_ns") >= min(started_from.values()))
+        return lf
 
     def run_frame(self, tenant_id: str, run_id: str, days: Sequence[str], *, after_seq: int = -1,
                   limit: int | None = None, types: Sequence[str] | None = None,
