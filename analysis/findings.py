@@ -152,7 +152,7 @@ def scan_runs(
     """Findings of many runs from their steps, prepared in one batch, in run order.
 
     ``runs`` needs run_id, agent, status, started_ns, duration_ns and cost_usd (``RUN_COLUMNS``
-    has them); ``steps`` the ``STEP_COLUMNS`` of those runs' steps, in any order.
+    has them); ``steps`` the :func:`step_columns` of those runs' steps (more are ignored), in any order.
     """
     by_run = {run_id: list(rows) for run_id, rows in groupby(_prepare(steps), key=itemgetter(0))}
     findings = []
@@ -160,6 +160,14 @@ def scan_runs(
         baseline = baselines.get(run.get("agent") or "")
         findings += _scan_one(run, by_run.get(run["run_id"], []), now_ns, idle_window_ns, baseline)
     return findings
+
+
+@functools.cache
+def step_columns() -> tuple[str, ...]:
+    """The step columns :func:`scan_runs` reads: a caller loading steps for it may leave out the others
+    (the hashes, ids and redaction metadata), which saves reading them."""
+    names = (name for expr in _prepared_columns() for name in expr.meta.root_names())
+    return tuple(dict.fromkeys(names))
 
 
 # --- preparation: the vectorised part ---------------------------------------------------------

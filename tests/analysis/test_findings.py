@@ -19,7 +19,9 @@ from analysis.findings import (
     finding_id,
     scan_run,
     scan_runs,
+    step_columns,
 )
+from benchmarks.data import make_scan_dataset
 from otlp_receiver.mapping import map_span
 from tests.analysis.factories import MS, T0_NS, S, messages, run, runs_frame, step, steps_frame
 from tests.factories import make_span
@@ -280,6 +282,15 @@ def test_scan_runs_matches_scan_run_per_run() -> None:
         )
     ]
     assert together == one_by_one and kinds(together) == ["tool_error", "unbound_execution"]
+
+
+def test_scan_runs_needs_only_the_step_columns_it_names() -> None:
+    """A caller may load ``step_columns()`` only (the job does, to read less): the findings are the same."""
+    runs, steps = make_scan_dataset(60)
+    every = scan_runs(runs, steps, now_ns=NOW, idle_window_ns=IDLE, baselines={})
+    assert scan_runs(runs, steps.select(step_columns()), now_ns=NOW, idle_window_ns=IDLE, baselines={}) == every
+    assert {"tool_error", "loop", "user_rejection", "unbound_execution"} <= set(kinds(every))
+    assert "chain_hash" not in step_columns() and "payload" in step_columns()
 
 
 def test_agent_baselines_use_finished_runs_in_the_window() -> None:
