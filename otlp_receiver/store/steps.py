@@ -18,7 +18,7 @@ from __future__ import annotations
 import logging
 import threading
 from collections.abc import Mapping, Sequence
-from pathlib import Path, PurePosixPath
+from pathlib import Path
 from typing import Any
 
 import polars as pl
@@ -38,6 +38,7 @@ STEP_SCHEMA = pa.schema([pa.field(n, _ARROW_TYPES[t], nullable=null) for n, t, n
 _WRITER = WriterProperties(compression="ZSTD", max_row_group_size=16_384)
 _APPEND_ATTEMPTS = 4
 _SORT_KEYS = [("run_id", "ascending"), ("seq", "ascending")]
+_PRUNING_COLUMNS = ("path", "partition.tenant_id", "partition.day", "max.start_ns")
 COMPACT_TARGET_BYTES = 64 * 2**20
 """Compacted file size: files this big are left alone; smaller ones are merged up to it."""
 
@@ -178,14 +179,14 @@ class StepTable:
             actions = pa.table(self._dt.get_add_actions(flatten=True))
             uris = self._dt.file_uris(file_pruning_predicate=[("tenant_id", "=", tenant_id),
                                                               ("day", "in", list(started_from))])
+        frame = pl.from_arrow(actions.select([c for c in _PRUNING_COLUMNS if c in actions.column_names]))
+        assert isinstance(frame, pl.DataFrame)
+        day, top = pl.col("partition.day"), pl.col("max.start_ns") if "max.start_ns" in frame.columns else pl.lit(None)
+        kept = frame.filter((pl.col("partition.tenant_id") == tenant_id) & day.is_in(list(started_from)) & (
+            top.is_null() | (top >= day.replace_strict(dict(started_from), default=None, return_dtype=pl.Int64))))
         # Add-action paths are percent-encoded (twice over), URIs are not: match on (day, file name).
-        paths = actions["path"].to_pylist()
-        tenants, days = actions["partition.tenant_id"].to_pylist(), actions["partition.day"].to_pylist()
-        maxima = actions["max.start_ns"].to_pylist() if "max.start_ns" in actions.column_names else [None] * len(paths)
-        keep = {(day, PurePosixPath(path).name)
-                for path, tenant, day, top in zip(paths, tenants, days, maxima, strict=True)
-                if tenant == tenant_id and day in started_from and (top is None or top >= started_from[day])}
-        return [uri for uri in uris if (_partition_of(uri)[1], PurePosixPath(uri).name) in keep]
+        keep = set(kept.select(day, pl.col("path").str.split("/").list.last()).iter_rows())
+        return [uri for uri in uris if _day_and_name(uri) in keep or _day_and_name(uri)[0] is None]
 
     def scan(self, tenant_id: str, days: Sequence[str] | None = None, *,
              started_from: Mapping[str, int] | None = None) -> pl.LazyFrame:
@@ -239,6 +240,13 @@ class StepTable:
             except pl.exceptions.PolarsError as exc:
                 raise StorageError(f"step table read failed: {exc}") from exc
         raise AssertionError("unreachable")
+
+
+def _day_and_name(uri: str) -> tuple[str | None, str]:
+    """The day partition and the file name of a data file's URI (day None if the path is not ``…/day=…/name``)."""
+    folder, _, name = uri.rpartition("/")
+    day = folder.rpartition("/")[2]
+    return (day[4:] if day.startswith("day=") else None), name
 
 
 def _partition_of(path: str) -> tuple[str, str]:
