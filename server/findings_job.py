@@ -5,7 +5,7 @@ the batch that finished them; the flusher's listener wakes this thread. Under lo
 after every batch, so rounds start at most once per ``min_round_s`` (2 s) and each takes the runs of
 the batches since the last: a round costs one scan of the step files however many batches fed it. Each round takes up to
 ``batch_runs`` queued runs, loads them per tenant (one SQL query for the runs, one Parquet scan of
-the steps that started since they began, see ``read_steps``), scans them in one prepared batch (``scan_runs``) and stores the
+the steps that started while they were active, see ``read_steps``), scans them in one prepared batch (``scan_runs``) and stores the
 findings with their ``finding.raised`` events in one transaction. Finding ids are deterministic, so
 scanning a run twice (a crash between the scan and its commit, or an idle run that finishes later)
 refreshes findings instead of duplicating them.
@@ -157,21 +157,22 @@ class FindingsJob:
         """The steps of these runs, with the columns the scan reads (``step_columns``).
 
         Only the step files (and row groups) that can hold them are read: per day, the span index gives
-        the earliest start of these runs' steps, and ``StepTable.scan(started_from=...)`` skips the data
-        whose ``start_ns`` statistics end before it. A round so costs the data since its runs began, not
-        the tenant's whole day (run ids are random: every file's run_id range spans them all).
+        the first and last start of these runs' steps, and ``StepTable.scan(started_within=...)`` skips the
+        data whose ``start_ns`` statistics lie outside that range. A round so costs the data of the time its
+        runs were active, not the tenant's whole day (run ids are random: every file's run_id range spans
+        them all).
 
         Exact, not a heuristic: every step of a run is in the span index with the same day and start as
         in its file (both come from the same flush batch; the days already came from there), so the file
-        holding it, compacted or not, has a ``start_ns`` maximum at or after that earliest start. Nothing
-        compares clocks (file modification times against a server time would need a safety margin against
-        clock steps, and every round would read that margin's worth of data too): a run that began long ago
-        (an idle run, a late or backfilled trace) only makes its round read more.
+        holding it, compacted or not, has a ``start_ns`` range that contains that start. Nothing compares
+        clocks (file modification times against a server time would need a safety margin against clock
+        steps, and every round would read that margin's worth of data too): a run that was active long ago
+        (an idle run, a late or backfilled trace) only makes its round read that time's data.
         """
-        started_from = self._earliest_starts(tenant_id, run_ids)
+        started_within = self._start_ranges(tenant_id, run_ids)
         for attempt in (1, 2):
             try:
-                lf = self.steps.scan(tenant_id, started_from=started_from)
+                lf = self.steps.scan(tenant_id, started_within=started_within)
                 return lf.filter(pl.col("run_id").is_in(run_ids)).select(step_columns()).collect()
             except FileNotFoundError:
                 if attempt == 2:  # a compaction vacuumed a listed file twice in a row
@@ -179,16 +180,18 @@ class FindingsJob:
                 self.steps.refresh()  # the snapshot listed a file a compaction has vacuumed since: list again
         raise AssertionError("unreachable")
 
-    def _earliest_starts(self, tenant_id: str, run_ids: Sequence[str]) -> dict[str, int]:
-        """Per day holding steps of these runs, the earliest ``start_ns`` of those steps (span index)."""
-        starts: dict[str, int] = {}
+    def _start_ranges(self, tenant_id: str, run_ids: Sequence[str]) -> dict[str, tuple[int, int]]:
+        """Per day holding steps of these runs, the first and last ``start_ns`` of those steps (span index)."""
+        ranges: dict[str, tuple[int, int]] = {}
         for first in range(0, len(run_ids), _IN_CHUNK):
             chunk = run_ids[first:first + _IN_CHUNK]
-            rows = self.index.query(f"SELECT day, MIN(start_ns) AS first_ns FROM spans WHERE tenant_id = ? AND "
-                                    f"run_id IN ({','.join('?' * len(chunk))}) GROUP BY day", [tenant_id, *chunk])
+            rows = self.index.query(f"SELECT day, MIN(start_ns) AS lo, MAX(start_ns) AS hi FROM spans WHERE "
+                                    f"tenant_id = ? AND run_id IN ({','.join('?' * len(chunk))}) GROUP BY day",
+                                    [tenant_id, *chunk])
             for row in rows:
-                starts[row["day"]] = min(starts.get(row["day"], row["first_ns"]), row["first_ns"])
-        return starts
+                lo, hi = ranges.get(row["day"], (row["lo"], row["hi"]))
+                ranges[row["day"]] = (min(lo, row["lo"]), max(hi, row["hi"]))
+        return ranges
 
     def _tenant_baselines(self, tenant_id: str, now_ns: int) -> dict[str, Baseline]:
         cached = self._baselines.get(tenant_id)

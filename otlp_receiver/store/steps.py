@@ -38,7 +38,7 @@ STEP_SCHEMA = pa.schema([pa.field(n, _ARROW_TYPES[t], nullable=null) for n, t, n
 _WRITER = WriterProperties(compression="ZSTD", max_row_group_size=16_384)
 _APPEND_ATTEMPTS = 4
 _SORT_KEYS = [("run_id", "ascending"), ("seq", "ascending")]
-_PRUNING_COLUMNS = ("path", "partition.tenant_id", "partition.day", "max.start_ns")
+_PRUNING_COLUMNS = ("path", "partition.tenant_id", "partition.day", "min.start_ns", "max.start_ns")
 COMPACT_TARGET_BYTES = 64 * 2**20
 """Compacted file size: files this big are left alone; smaller ones are merged up to it."""
 
@@ -152,16 +152,17 @@ class StepTable:
     # -- reading ---------------------------------------------------------------------------------------------
 
     def files(self, tenant_id: str, days: Sequence[str] | None = None, *,
-              started_from: Mapping[str, int] | None = None) -> list[str]:
+              started_within: Mapping[str, tuple[int, int]] | None = None) -> list[str]:
         """Data files of one tenant (optionally only some days) in the current snapshot.
 
-        With ``started_from`` (day → ns; it replaces ``days``), only the files of those days that can hold
-        a step of that day starting at or after that time: a file whose ``start_ns`` maximum, in its Delta
-        statistics, is below it cannot, and is left out (a file without statistics is kept). The
-        statistics are the file's own data, so compaction and rewrites keep them right: no clock is read.
+        With ``started_within`` (day → (first, last) ns; it replaces ``days``), only the files of those days
+        that can hold a step of that day starting between those times (inclusive): a file whose
+        ``start_ns`` range, in its Delta statistics, ends before ``first`` or begins after ``last`` cannot,
+        and is left out (a file without statistics is kept). The statistics are the file's own data, so
+        compaction and rewrites keep them right: no clock is read.
         """
-        if started_from is not None:
-            return self._files_started_from(tenant_id, started_from)
+        if started_within is not None:
+            return self._files_started_within(tenant_id, started_within)
         with self._lock:
             if self._dt is None:
                 return []
@@ -170,41 +171,51 @@ class StepTable:
                 filters.append(("day", "in", list(days)))
             return self._dt.file_uris(file_pruning_predicate=filters)
 
-    def _files_started_from(self, tenant_id: str, started_from: Mapping[str, int]) -> list[str]:
-        if not started_from:
+    def _files_started_within(self, tenant_id: str, started_within: Mapping[str, tuple[int, int]]) -> list[str]:
+        if not started_within:
             return []
         with self._lock:
             if self._dt is None:
                 return []
             actions = pa.table(self._dt.get_add_actions(flatten=True))
             uris = self._dt.file_uris(file_pruning_predicate=[("tenant_id", "=", tenant_id),
-                                                              ("day", "in", list(started_from))])
+                                                              ("day", "in", list(started_within))])
         frame = pl.from_arrow(actions.select([c for c in _PRUNING_COLUMNS if c in actions.column_names]))
         assert isinstance(frame, pl.DataFrame)
-        day, top = pl.col("partition.day"), pl.col("max.start_ns") if "max.start_ns" in frame.columns else pl.lit(None)
-        kept = frame.filter((pl.col("partition.tenant_id") == tenant_id) & day.is_in(list(started_from)) & (
-            top.is_null() | (top >= day.replace_strict(dict(started_from), default=None, return_dtype=pl.Int64))))
-        # Add-action paths are percent-encoded (twice over), URIs are not: match on (day, file name).
+        day = pl.col("partition.day")
+        first = day.replace_strict({d: lo for d, (lo, _) in started_within.items()}, default=None,
+                                   return_dtype=pl.Int64)
+        last = day.replace_strict({d: hi for d, (_, hi) in started_within.items()}, default=None,
+                                  return_dtype=pl.Int64)
+        ends, begins = (pl.col(c) if c in frame.columns else pl.lit(None, pl.Int64) for c in ("max.start_ns",
+                                                                                              "min.start_ns"))
+        kept = frame.filter((pl.col("partition.tenant_id") == tenant_id) & day.is_in(list(started_within))
+                            & (ends.is_null() | (ends >= first)) & (begins.is_null() | (begins <= last)))
+        # Add-action paths are percent-encoded (twice over), URIs are not: match on (day, file name). A URI
+        # not of the form …/day=…/name is kept.
         keep = set(kept.select(day, pl.col("path").str.split("/").list.last()).iter_rows())
         return [uri for uri in uris if _day_and_name(uri) in keep or _day_and_name(uri)[0] is None]
 
     def scan(self, tenant_id: str, days: Sequence[str] | None = None, *,
-             started_from: Mapping[str, int] | None = None) -> pl.LazyFrame:
+             started_within: Mapping[str, tuple[int, int]] | None = None) -> pl.LazyFrame:
         """A lazy frame over one tenant's steps (all STEP_COLUMNS, partition columns included).
 
-        With ``started_from`` (day → ns), only steps of those days starting at or after the earliest of
-        those times, read from the files that can hold them (see :meth:`files`): the Parquet row groups
-        older than that are skipped on their ``start_ns`` statistics, so a compacted file holding the whole
-        day costs only its recent rows. (A caller wanting some runs' steps passes, per day, the earliest
-        start of their steps: it then reads the data since those runs began, not the whole day.)
+        With ``started_within`` (day → (first, last) ns), only steps of those days that started between the
+        earliest first and the latest last, read from the files that can hold them (see :meth:`files`); the
+        Parquet row groups outside that range are skipped on their ``start_ns`` statistics, so a compacted
+        file holding the whole day costs only the rows of that time. (A caller wanting some runs' steps
+        passes, per day, the first and last start of their steps: it then reads the data of the time those
+        runs were active, not the whole day.)
         """
-        files = self.files(tenant_id, days, started_from=started_from)
+        files = self.files(tenant_id, days, started_within=started_within)
         if not files:
             return pl.LazyFrame(schema=pl.Schema(STEP_SCHEMA))
         lf = pl.scan_parquet(files, hive_partitioning=True, missing_columns="insert",
                              extra_columns="ignore", schema=pl.Schema(STEP_SCHEMA))
-        if started_from:
-            lf = lf.filter(pl.col("start_ns") >= min(started_from.values()))
+        if started_within:
+            first = min(lo for lo, _ in started_within.values())
+            last = max(hi for _, hi in started_within.values())
+            lf = lf.filter(pl.col("start_ns").is_between(first, last))
         return lf
 
     def run_frame(self, tenant_id: str, run_id: str, days: Sequence[str], *, after_seq: int = -1,

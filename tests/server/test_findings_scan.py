@@ -1,12 +1,12 @@
 """The findings job reads only the step files that can hold its runs' steps, and never misses one.
 
-A round reads the steps that started since its runs' earliest step (per day, from the span index) and
-skips older files and row groups on their ``start_ns`` statistics. These tests build runs whose steps
-are spread over several flush batches, between batches of other (older) steps, then compact, restart,
-or move the runs to an older day or across midnight, and check that the findings are exactly those of
-a scan that reads every file. Files are written with row groups of 4 rows so that row-group skipping
-is exercised too, and the file holding a run's earliest step has that step as its newest one (the
-boundary case of the pruning).
+A round reads the steps that started between its runs' first and last step (per day, from the span
+index) and skips other files and row groups on their ``start_ns`` statistics. These tests build runs
+whose steps are spread over several flush batches, between batches of other runs' older and newer steps,
+then compact, restart, or move the runs to an older day or across midnight, and check that the findings
+are exactly those of a scan that reads every file. Files are written with row groups of 4 rows so that
+row-group skipping is exercised too; the file holding a run's first step has it as its newest step, and
+the file holding its last step has it as its oldest (the boundary cases of the pruning).
 """
 
 from __future__ import annotations
@@ -26,6 +26,7 @@ from otlp_receiver.service import IngestIdentity
 from otlp_receiver.store import steps as steps_module
 from otlp_receiver.store.findings import queue_depth, run_findings
 from otlp_receiver.store.frames import RunScope, load_runs
+from server import findings_job
 from server.runtime import Runtime
 from server.settings import Settings
 from tests.factories import make_child, make_span
@@ -70,11 +71,12 @@ def root_span(start_ns: int, end_ns: int) -> Span:
                      attributes={"gen_ai.agent.name": "finder"})
 
 
-def other_steps(before_ns: int, n: int = 6) -> list[Span]:
-    """Steps of runs still running (never scanned), all started before ``before_ns``."""
-    return [make_child(make_span(), name="execute_tool lookup", start_ns=before_ns - (k + 1) * SECOND,
-                       end_ns=before_ns - k * SECOND, attributes={"gen_ai.tool.name": "lookup"})
-            for k in range(n)]
+def other_steps(before_ns: int | None = None, *, after_ns: int | None = None, n: int = 6) -> list[Span]:
+    """Steps of runs still running (never scanned), all started before ``before_ns`` (or after ``after_ns``)."""
+    starts = ([before_ns - (k + 1) * SECOND for k in range(n)] if before_ns is not None
+              else [(after_ns or 0) + (k + 1) * SECOND for k in range(n)])
+    return [make_child(make_span(), name="execute_tool lookup", start_ns=start, end_ns=start + SECOND,
+                       attributes={"gen_ai.tool.name": "lookup"}) for start in starts]
 
 
 @dataclass
@@ -88,15 +90,18 @@ class Scenario:
 
 def spread_run(scenario: Scenario, t0: int, *, between: Callable[[], None] = lambda: None) -> str:
     """A run of three failing identical calls (at t0, t0 + 20 s, t0 + 40 s) and a root from t0 to t0 + 60 s,
-    flushed over four batches: the first call with older steps only (so it is the newest step of its
-    file, and the run's earliest), then older steps alone, then the second call, then the third call
-    with the root. ``between`` runs after the second batch (a compaction, say)."""
+    flushed over five batches between other runs' steps: the first call with older steps (so it is the
+    newest step of its file, and the run's first), older steps alone, the root and the second call with
+    older steps, the third call with newer steps (the oldest of its file, and the run's last), newer steps
+    alone. ``between`` runs after the second batch (a compaction, say)."""
     root = root_span(t0, t0 + 60 * SECOND)
+    last = t0 + 40 * SECOND
     scenario.flush([*other_steps(t0), tool_call(root, t0)])
     scenario.flush(other_steps(t0))
     between()
-    scenario.flush([*other_steps(t0), tool_call(root, t0 + 20 * SECOND)])
-    scenario.flush([tool_call(root, t0 + 40 * SECOND), root, *other_steps(t0)])
+    scenario.flush([*other_steps(t0), root, tool_call(root, t0 + 20 * SECOND)])
+    scenario.flush([tool_call(root, last), *other_steps(after_ns=last)])
+    scenario.flush(other_steps(after_ns=last))
     scenario.runs.append(root.trace_id)
     return root.trace_id
 
@@ -119,9 +124,9 @@ def scan_and_check(rt: Runtime, run_ids: list[str]) -> None:
     assert rt.findings_job.run_once(now_ns=now) == len(run_ids)
     found = stored_findings(rt, run_ids)
     assert found == full_scan_findings(rt, run_ids, now)
-    for run in run_ids:  # and every call is in them (the root, which starts before the last call, is seq 2)
+    for run in run_ids:  # and every call is in them (seq 1 is the root)
         assert {(kind, seqs) for r, kind, _, seqs in found if r == run} >= {
-            ("tool_error", (0, 1, 3)), ("loop", (0, 1, 3)), ("permission_denied", (0, 1, 3))}
+            ("tool_error", (0, 2, 3)), ("loop", (0, 2, 3)), ("permission_denied", (0, 2, 3))}
 
 
 def make_scenario(rt: Runtime) -> Scenario:
@@ -150,8 +155,11 @@ STARTS = {
 }
 
 
+@pytest.mark.parametrize("chunk", [500, 1])
 @pytest.mark.parametrize("when", list(STARTS))
-def test_runs_spread_over_flush_batches(runtime: Runtime, when: str) -> None:
+def test_runs_spread_over_flush_batches(runtime: Runtime, when: str, chunk: int,
+                                        monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(findings_job, "_IN_CHUNK", chunk)  # 1: each run's start range from its own query
     scenario = scenario_with_a_round_before(runtime, STARTS[when])
     spread_run(scenario, STARTS[when])
     spread_run(scenario, NOW - 60 * SECOND)  # a recent run in the same round
