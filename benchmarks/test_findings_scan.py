@@ -22,6 +22,7 @@ import random
 import resource
 import time
 from collections.abc import Iterator
+from dataclasses import replace
 from typing import Any
 
 import polars as pl
@@ -78,33 +79,46 @@ def other_steps(rows: range, *, total: int, first_ns: int, last_ns: int, day: st
                          for c, dtype in pl.Schema(STEP_SCHEMA).items()])
 
 
-@pytest.fixture(scope="module", params=["small", "large", "large-compacted"])
+@pytest.fixture(scope="module", params=["small", "large", "large-compacted", "large-later"])
 def busy_day(request: pytest.FixtureRequest, scale: float,
              tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Runtime, int, int]]:
     """A runtime whose queue holds ``runs`` finished runs, after ``other`` steps of the same tenant-day.
 
     ``large-compacted``: the runs' files are compacted with the other steps' (as the flusher does every
-    minute), so the runs' steps sit in the same 64 MiB files as the rest of the day."""
+    minute), so the runs' steps sit in the same 64 MiB files as the rest of the day. ``large-later``: the
+    runs were active an hour ago and the other steps came after them (a round of idle runs, say), all
+    compacted together."""
     other = SMALL_OTHER if request.param == "small" else max(2 * SMALL_OTHER, round(LARGE_OTHER * scale))
     runs = 500 if scale >= 0.1 else 100
     now = time.time_ns()
     midnight = now - now % (86_400 * SECOND)
-    if now - midnight < 10 * 60 * SECOND:
+    if now - midnight < 70 * 60 * SECOND:
         pytest.skip("too close to midnight UTC to put other steps on the runs' day")
     started = time.perf_counter()
     runtime = Runtime(Settings(data_dir=tmp_path_factory.mktemp(f"findings-{request.param}") / "data",
                                wal_fsync=False, flusher_process=False))
+    later = request.param == "large-later"
+    shift = -3_600 * SECOND if later else 0
+    first, last = (now - 3_500 * SECOND, now - 60 * SECOND) if later else (now - 3_600 * SECOND, now - 300 * SECOND)
     day = time.strftime("%Y-%m-%d", time.gmtime(now // SECOND))
-    for start in range(0, other, FLUSH_ROWS):  # as the flusher writes them (wal_end 0: no WAL record of theirs)
-        steps = other_steps(range(start, min(other, start + FLUSH_ROWS)), total=other, day=day,
-                            first_ns=max(midnight, now - 3_600 * SECOND), last_ns=now - 5 * 60 * SECOND)
-        runtime.steps.append(steps.to_arrow(), wal_end=0)
-    runtime.steps.compact(min_files=2)
+
+    def write_other() -> None:
+        for start in range(0, other, FLUSH_ROWS):  # as the flusher writes them (wal_end 0: no WAL record)
+            steps = other_steps(range(start, min(other, start + FLUSH_ROWS)), total=other, day=day,
+                                first_ns=first, last_ns=last)
+            runtime.steps.append(steps.to_arrow(), wal_end=0)
+        runtime.steps.compact(min_files=2)
+
+    if not later:
+        write_other()
     per_request = 100
     for seed in range(runs // per_request):
         spans = decode_request(make_agent_request(per_request * SPANS_PER_TRACE, seed=seed)).spans
+        spans = [replace(s, start_ns=s.start_ns + shift, end_ns=s.end_ns + shift) for s in spans]
         runtime.ingest_spans(IngestIdentity(TENANT, "default"), spans)
         runtime.flusher.drain()
+    if later:
+        write_other()
     if request.param == "large-compacted":
         runtime.steps.compact(min_files=2)
     assert queue_depth(runtime.index) == runs
