@@ -7,10 +7,12 @@ sees that Delta already holds the batch and skips re-appending it.
 
 Partitioned by ``(tenant_id, day)``. Readers list the files of the partitions they need
 from the current snapshot and let Polars prune row groups by ``run_id``/``seq`` statistics: each
-flush batch is written sorted by ``(run_id, seq)`` so those statistics stay tight. Compaction
-bin-packs the small files of a partition into files of up to ``COMPACT_TARGET_BYTES``, one at a
-time, so its memory is bounded by one output file, never by the partition (a z-order of a whole
-tenant-day held it all: ~900 MiB at 500,000 steps).
+flush batch is written sorted by ``(run_id, seq)`` so those statistics stay tight. Run ids are random,
+though, so a file's run_id range spans nearly all of them: a reader that knows when the steps it wants
+started (the span index does) passes ``started_within`` and skips files and row groups on ``start_ns``
+statistics instead. Compaction bin-packs the small files of a partition into files of up to
+``COMPACT_TARGET_BYTES``, one at a time, so its memory is bounded by one output file, never by the
+partition (a z-order of a whole tenant-day held it all: ~900 MiB at 500,000 steps).
 """
 
 from __future__ import annotations
