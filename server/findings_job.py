@@ -46,7 +46,6 @@ logger = logging.getLogger(__name__)
 BASELINE_WINDOW_NS: Final = 7 * 86_400 * 10**9
 BASELINE_TTL_S: Final = 300.0
 _SCAN_MARK_TTL_NS: Final = 86_400 * 10**9
-_IN_CHUNK: Final = 500
 
 
 class FindingsJob:
@@ -169,7 +168,7 @@ class FindingsJob:
         steps, and every round would read that margin's worth of data too): a run that was active long ago
         (an idle run, a late or backfilled trace) only makes its round read that time's data.
         """
-        started_within = self._start_ranges(tenant_id, run_ids)
+        started_within = self.index.step_start_ranges(tenant_id, run_ids)
         for attempt in (1, 2):
             try:
                 lf = self.steps.scan(tenant_id, started_within=started_within)
@@ -179,19 +178,6 @@ class FindingsJob:
                     raise StorageError("step files changed during the scan; retry") from None
                 self.steps.refresh()  # the snapshot listed a file a compaction has vacuumed since: list again
         raise AssertionError("unreachable")
-
-    def _start_ranges(self, tenant_id: str, run_ids: Sequence[str]) -> dict[str, tuple[int, int]]:
-        """Per day holding steps of these runs, the first and last ``start_ns`` of those steps (span index)."""
-        ranges: dict[str, tuple[int, int]] = {}
-        for first in range(0, len(run_ids), _IN_CHUNK):
-            chunk = run_ids[first:first + _IN_CHUNK]
-            rows = self.index.query(f"SELECT day, MIN(start_ns) AS lo, MAX(start_ns) AS hi FROM spans WHERE "
-                                    f"tenant_id = ? AND run_id IN ({','.join('?' * len(chunk))}) GROUP BY day",
-                                    [tenant_id, *chunk])
-            for row in rows:
-                lo, hi = ranges.get(row["day"], (row["lo"], row["hi"]))
-                ranges[row["day"]] = (min(lo, row["lo"]), max(hi, row["hi"]))
-        return ranges
 
     def _tenant_baselines(self, tenant_id: str, now_ns: int) -> dict[str, Baseline]:
         cached = self._baselines.get(tenant_id)

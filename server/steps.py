@@ -84,8 +84,8 @@ def read_run(index: RunIndex, steps: StepTable, tenant_id: str, run_id: str,
     cached = cache.get(run) if cache is not None else None
     if cached is not None:
         return run, cached
-    days = run_days(index, tenant_id, run_id)
-    rows = steps.read_run(tenant_id, run_id, days).to_dicts() if days else []
+    started_within = index.step_start_ranges(tenant_id, [run_id])
+    rows = steps.read_run(tenant_id, run_id, started_within=started_within).to_dicts() if started_within else []
     decoded = [row_to_step(r) for r in rows]
     if cache is not None and len(decoded) == run.step_count:
         cache.put(run, decoded)

@@ -24,6 +24,8 @@ from otlp_receiver.model import Run, RunId, RunStatus, TenantId
 from otlp_receiver.store import cursor as _cursor
 from otlp_receiver.store.migrations import migrations
 
+IN_CHUNK = 500
+"""Ids per ``IN (...)`` query (SQLite's default limit on bound parameters is far above it)."""
 _PRAGMAS = ("PRAGMA journal_mode=WAL", "PRAGMA synchronous=NORMAL", "PRAGMA busy_timeout=10000",
             "PRAGMA foreign_keys=ON", "PRAGMA cache_size=-65536", "PRAGMA temp_store=MEMORY")
 
@@ -126,6 +128,25 @@ class RunIndex:
                               [tenant_id, *chunk])
             found.update((r["run_id"], r["step_count"]) for r in rows)
         return found
+
+    def step_start_ranges(self, tenant_id: str, run_ids: Sequence[str], *, after_seq: int = -1,
+                          max_seq: int | None = None) -> dict[str, tuple[int, int]]:
+        """Per day holding steps of these runs (with after_seq < seq <= max_seq), the first and last
+        ``start_ns`` of those steps: what ``StepTable`` needs to read only the files and row groups that
+        can hold them (``started_within``). One query per ``IN_CHUNK`` ids."""
+        ranges: dict[str, tuple[int, int]] = {}
+        for start in range(0, len(run_ids), IN_CHUNK):
+            chunk = list(run_ids[start:start + IN_CHUNK])
+            sql = (f"SELECT day, MIN(start_ns) AS lo, MAX(start_ns) AS hi FROM spans WHERE tenant_id = ? "
+                   f"AND run_id IN ({','.join('?' * len(chunk))}) AND seq > ?")
+            params: list[Any] = [tenant_id, *chunk, after_seq]
+            if max_seq is not None:
+                sql += " AND seq <= ?"
+                params.append(max_seq)
+            for row in self.query(sql + " GROUP BY day", params):
+                lo, hi = ranges.get(row["day"], (row["lo"], row["hi"]))
+                ranges[row["day"]] = (min(lo, row["lo"]), max(hi, row["hi"]))
+        return ranges
 
     def list_runs(self, tenant_id: str, filters: RunFilters, *, limit: int,
                   cursor: str | None = None) -> tuple[list[Run], str | None]:

@@ -220,15 +220,17 @@ class StepTable:
             lf = lf.filter(pl.col("start_ns").is_between(first, last))
         return lf
 
-    def run_frame(self, tenant_id: str, run_id: str, days: Sequence[str], *, after_seq: int = -1,
-                  limit: int | None = None, types: Sequence[str] | None = None,
-                  max_seq: int | None = None) -> pl.LazyFrame:
+    def run_frame(self, tenant_id: str, run_id: str, days: Sequence[str] | None = None, *, after_seq: int = -1,
+                  limit: int | None = None, types: Sequence[str] | None = None, max_seq: int | None = None,
+                  started_within: Mapping[str, tuple[int, int]] | None = None) -> pl.LazyFrame:
         """A lazy frame of one run's steps in seq order, after ``after_seq`` (and up to ``max_seq``, which
-        lets the scan skip the row groups past a page), at most ``limit`` rows."""
+        lets the scan skip the row groups past a page), at most ``limit`` rows. ``started_within`` (the span
+        index's ``step_start_ranges`` of those steps) replaces ``days`` and reads only the files and row
+        groups of the time they started in, not every file of their days."""
         in_range = pl.col("seq") > after_seq
         if max_seq is not None:
             in_range &= pl.col("seq") <= max_seq
-        lf = self.scan(tenant_id, days).filter((pl.col("run_id") == run_id) & in_range)
+        lf = self.scan(tenant_id, days, started_within=started_within).filter((pl.col("run_id") == run_id) & in_range)
         if types:
             lf = lf.filter(pl.col("type").is_in(list(types)))
         lf = lf.sort("seq")
@@ -236,14 +238,15 @@ class StepTable:
             lf = lf.head(limit)
         return lf
 
-    def read_run(self, tenant_id: str, run_id: str, days: Sequence[str], *, after_seq: int = -1,
-                 limit: int | None = None, types: Sequence[str] | None = None,
-                 max_seq: int | None = None) -> pl.DataFrame:
-        """Steps of one run in seq order, after ``after_seq`` and up to ``max_seq``, at most ``limit`` rows."""
+    def read_run(self, tenant_id: str, run_id: str, days: Sequence[str] | None = None, *, after_seq: int = -1,
+                 limit: int | None = None, types: Sequence[str] | None = None, max_seq: int | None = None,
+                 started_within: Mapping[str, tuple[int, int]] | None = None) -> pl.DataFrame:
+        """Steps of one run in seq order, after ``after_seq`` and up to ``max_seq``, at most ``limit`` rows
+        (``started_within``: see :meth:`run_frame`)."""
         for attempt in (1, 2):
             try:
-                return self.run_frame(tenant_id, run_id, days, after_seq=after_seq, limit=limit,
-                                      types=types, max_seq=max_seq).collect()
+                return self.run_frame(tenant_id, run_id, days, after_seq=after_seq, limit=limit, types=types,
+                                      max_seq=max_seq, started_within=started_within).collect()
             except FileNotFoundError:
                 # A compaction vacuumed a file of the snapshot we listed (in the flusher process, perhaps
                 # before it told us): load the table's current snapshot and list the files again, once.

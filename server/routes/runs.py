@@ -174,16 +174,12 @@ def read_step_page(runtime: Runtime, tenant: str, run_id: str, after: int, limit
 
 def _read_steps(runtime: Runtime, tenant: str, run_id: str, after: int, limit: int, types: list[str] | None,
                 bound: int | None) -> list[dict[str, Any]]:
-    sql = "SELECT DISTINCT day FROM spans WHERE tenant_id = ? AND run_id = ? AND seq > ?"
-    params: list[Any] = [tenant, run_id, after]
-    if bound is not None:
-        sql += " AND seq <= ?"
-        params.append(bound)
-    days = [r["day"] for r in runtime.index.query(sql, params)]
-    if not days:
+    # The span index says when the page's steps started: only the files and row groups of that time are read.
+    started_within = runtime.index.step_start_ranges(tenant, [run_id], after_seq=after, max_seq=bound)
+    if not started_within:
         return []
-    return runtime.steps.read_run(tenant, run_id, days, after_seq=after, limit=limit, types=types,
-                                  max_seq=bound).to_dicts()
+    return runtime.steps.read_run(tenant, run_id, after_seq=after, limit=limit, types=types, max_seq=bound,
+                                  started_within=started_within).to_dicts()
 
 
 def _orphans(runtime: Runtime, tenant: str, run_id: str, rows: list[dict[str, Any]]) -> set[str]:

@@ -23,10 +23,10 @@ from deltalake import WriterProperties
 from analysis.findings import scan_runs
 from otlp_receiver.model import Span, StatusCode
 from otlp_receiver.service import IngestIdentity
+from otlp_receiver.store import index as index_module
 from otlp_receiver.store import steps as steps_module
 from otlp_receiver.store.findings import queue_depth, run_findings
 from otlp_receiver.store.frames import RunScope, load_runs
-from server import findings_job
 from server.runtime import Runtime
 from server.settings import Settings
 from tests.factories import make_child, make_span
@@ -159,7 +159,7 @@ STARTS = {
 @pytest.mark.parametrize("when", list(STARTS))
 def test_runs_spread_over_flush_batches(runtime: Runtime, when: str, chunk: int,
                                         monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(findings_job, "_IN_CHUNK", chunk)  # 1: each run's start range from its own query
+    monkeypatch.setattr(index_module, "IN_CHUNK", chunk)  # 1: each run's start range from its own query
     scenario = scenario_with_a_round_before(runtime, STARTS[when])
     spread_run(scenario, STARTS[when])
     spread_run(scenario, NOW - 60 * SECOND)  # a recent run in the same round
