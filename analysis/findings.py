@@ -203,7 +203,8 @@ def _prepare(steps: pl.DataFrame) -> list[_Step]:
 
     Sorted in Python: for one run's few dozen rows a polars sort costs ten times more.
     """
-    rows = [_Step(*row) for row in steps.select(_prepared_columns()).iter_rows()]
+    # Lazy, so that the JSON paths several columns read (output, input) are parsed once, not per column.
+    rows = [_Step(*row) for row in steps.lazy().select(_prepared_columns()).collect().iter_rows()]
     rows.sort(key=itemgetter(0, 1))
     return rows
 
