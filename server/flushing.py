@@ -312,7 +312,7 @@ class FlusherProcess:
         if any(m[0] != "reply" for m in messages):
             self.last_progress_s = time.monotonic()
         if any(m[0] in ("flushed", "deleted", "changed") for m in messages):
-            self.steps.refresh()  # the new Delta commits, before anyone is told they are queryable
+            self.steps.mark_stale()  # before anyone is told they are queryable: their next read loads the commits
         for message in messages:
             kind = message[0]
             if kind == "flushed":

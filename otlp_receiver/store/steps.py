@@ -52,6 +52,7 @@ class StepTable:
         self.path = str(path)
         self._lock = threading.RLock()
         self._dt: DeltaTable | None = None
+        self._stale = False
         try:
             self._dt = DeltaTable(self.path)
         except TableNotFoundError:
@@ -87,9 +88,10 @@ class StepTable:
     def committed_wal_end(self) -> int:
         """The WAL position the last committed batch ended at (0 for a new table)."""
         with self._lock:
-            if self._dt is None:
+            dt = self._snapshot()
+            if dt is None:
                 return 0
-            return self._dt.transaction_version(APP_ID) or 0
+            return dt.transaction_version(APP_ID) or 0
 
     def compact(self, *, min_files: int = 8) -> dict[str, Any]:
         """Merge the small files of partitions holding ``min_files`` or more of them, then vacuum."""
@@ -117,7 +119,22 @@ class StepTable:
     def refresh(self) -> None:
         """Load what another process (the flusher process) committed or vacuumed into this snapshot."""
         with self._lock:
+            self._stale = False
             self._refresh_or_reopen()
+
+    def mark_stale(self) -> None:
+        """Another process committed: the next read loads the new snapshot first (:meth:`refresh`).
+
+        The flusher process commits several times a second under load; loading each commit as it is
+        announced cost the server ~7 µs of CPU per ingested span, most of it for snapshots no read used."""
+        self._stale = True
+
+    def _snapshot(self) -> DeltaTable | None:
+        """The table at its latest snapshot if another process committed since (call under ``_lock``)."""
+        if self._stale:
+            self._stale = False  # before loading: a commit announced meanwhile marks it stale again
+            self._refresh_or_reopen()
+        return self._dt
 
     def _refresh_or_reopen(self) -> None:
         try:
@@ -166,22 +183,24 @@ class StepTable:
         if started_within is not None:
             return self._files_started_within(tenant_id, started_within)
         with self._lock:
-            if self._dt is None:
+            dt = self._snapshot()
+            if dt is None:
                 return []
             filters: list[tuple[str, str, Any]] = [("tenant_id", "=", tenant_id)]
             if days is not None:
                 filters.append(("day", "in", list(days)))
-            return self._dt.file_uris(file_pruning_predicate=filters)
+            return dt.file_uris(file_pruning_predicate=filters)
 
     def _files_started_within(self, tenant_id: str, started_within: Mapping[str, tuple[int, int]]) -> list[str]:
         if not started_within:
             return []
         with self._lock:
-            if self._dt is None:
+            dt = self._snapshot()
+            if dt is None:
                 return []
-            actions = pa.table(self._dt.get_add_actions(flatten=True))
-            uris = self._dt.file_uris(file_pruning_predicate=[("tenant_id", "=", tenant_id),
-                                                              ("day", "in", list(started_within))])
+            actions = pa.table(dt.get_add_actions(flatten=True))
+            uris = dt.file_uris(file_pruning_predicate=[("tenant_id", "=", tenant_id),
+                                                        ("day", "in", list(started_within))])
         frame = pl.from_arrow(actions.select([c for c in _PRUNING_COLUMNS if c in actions.column_names]))
         assert isinstance(frame, pl.DataFrame)
         day = pl.col("partition.day")

@@ -85,3 +85,22 @@ def test_files_at_the_target_size_are_not_rewritten(tmp_path: Path, monkeypatch:
     assert big in after and len(after) == 2  # the full file untouched, the eight new ones merged into one
     assert _all_rows(table) == before
     assert pl.DataFrame(before)["step_id"].n_unique() == len(before)
+
+
+def test_a_reader_sees_another_process_commits_once_marked_stale(tmp_path: Path) -> None:
+    """The server's table follows the flusher process's commits lazily: an announced commit (``mark_stale``)
+    is loaded by the next read, and only then; compacted-away files are never listed afterwards."""
+    writer = StepTable(tmp_path / "steps")
+    _fill(writer, 2)
+    reader = StepTable(tmp_path / "steps")
+    assert len(reader.files(TENANT)) == 2
+    _fill(writer, 8, start=2)
+    assert len(reader.files(TENANT)) == 2  # a snapshot: not reloaded on every commit
+    reader.mark_stale()
+    assert len(reader.files(TENANT)) == 10
+    assert reader.committed_wal_end() == 10
+    writer.compact(min_files=8)
+    reader.mark_stale()
+    files = reader.files(TENANT)
+    assert len(files) < 10 and all(Path(f.removeprefix("file://")).exists() for f in files)
+    assert reader.scan(TENANT).select(pl.len()).collect().item() == 10 * 20 * len(RUNS)
