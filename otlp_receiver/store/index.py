@@ -138,8 +138,11 @@ class RunIndex:
         for start in range(0, len(run_ids), IN_CHUNK):
             chunk = list(run_ids[start:start + IN_CHUNK])
             sql = (f"SELECT day, MIN(start_ns) AS lo, MAX(start_ns) AS hi FROM spans WHERE tenant_id = ? "
-                   f"AND run_id IN ({','.join('?' * len(chunk))}) AND seq > ?")
-            params: list[Any] = [tenant_id, *chunk, after_seq]
+                   f"AND run_id IN ({','.join('?' * len(chunk))})")
+            params: list[Any] = [tenant_id, *chunk]
+            if after_seq >= 0:  # (a seq bound makes SQLite use the seq index: only for a page's range)
+                sql += " AND seq > ?"
+                params.append(after_seq)
             if max_seq is not None:
                 sql += " AND seq <= ?"
                 params.append(max_seq)
