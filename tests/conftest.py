@@ -25,6 +25,15 @@ def live_server(tmp_path: Path) -> Iterator[LiveServer]:
         server.stop()
 
 
+@pytest.fixture
+def servers() -> Iterator[list[LiveServer]]:
+    """Live servers a test starts itself (append them): each is stopped at teardown."""
+    started: list[LiveServer] = []
+    yield started
+    for server in started:
+        server.stop()
+
+
 @pytest.fixture(scope="module")
 def shared_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LiveServer]:
     """One server for a whole test module (tests must not depend on each other's data)."""

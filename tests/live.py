@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import secrets
 import signal
 import socket
 import subprocess
@@ -14,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+from opentelemetry.sdk.trace.id_generator import IdGenerator
 
 INGEST_KEY = "tw_1a2b3c4d_test-ingest-secret-0123456789abcdefghijklmn"
 ADMIN_KEY = "tw_5e6f7a8b_test-admin-secret-0123456789abcdefghijklmnop"
@@ -138,3 +140,14 @@ def wait_until(predicate: Callable[[], bool], timeout_s: float, *, what: str) ->
             return
         time.sleep(0.05)
     raise AssertionError(f"timed out after {timeout_s}s waiting for {what}")
+
+
+class UniqueIds(IdGenerator):
+    """OTel SDK ids from the OS: the autouse fixture re-seeds ``random`` per test, so the SDK's default generator
+    would give every test the *same* trace and span ids (and the server would rightly dedupe them)."""
+
+    def generate_span_id(self) -> int:
+        return secrets.randbits(64) or 1
+
+    def generate_trace_id(self) -> int:
+        return secrets.randbits(128) or 1

@@ -10,7 +10,6 @@ from __future__ import annotations
 import signal
 import threading
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
 import psutil
@@ -30,12 +29,6 @@ from tests.server.test_durability import BATCH, THREADS, Load, key, stored_spans
 pytestmark = pytest.mark.e2e
 
 
-@pytest.fixture
-def servers() -> Iterator[list[LiveServer]]:
-    started: list[LiveServer] = []
-    yield started
-    for server in started:
-        server.stop()
 
 
 def flusher_of(server: LiveServer) -> psutil.Process:

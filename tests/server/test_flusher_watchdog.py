@@ -11,7 +11,6 @@ import re
 import signal
 import threading
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
 import psutil
@@ -28,12 +27,6 @@ FAULTS = Path(__file__).parent / "faults"
 ROOT = Path(__file__).resolve().parents[2]
 
 
-@pytest.fixture
-def servers() -> Iterator[list[LiveServer]]:
-    started: list[LiveServer] = []
-    yield started
-    for server in started:
-        server.stop()
 
 
 def start(servers: list[LiveServer], tmp_path: Path, **env: str) -> LiveServer:

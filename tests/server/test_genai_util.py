@@ -8,7 +8,6 @@ instrumentations built on it produce.
 
 from __future__ import annotations
 
-import secrets
 from collections.abc import Iterator
 
 import pytest
@@ -17,11 +16,10 @@ from opentelemetry.sdk.resources import Resource
 from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.export import BatchSpanProcessor, SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
-from opentelemetry.sdk.trace.id_generator import IdGenerator
 from opentelemetry.util.genai.handler import TelemetryHandler
 from opentelemetry.util.genai.types import InputMessage, OutputMessage, Text, ToolCallRequest
 
-from tests.live import INGEST_KEY, LiveServer
+from tests.live import INGEST_KEY, LiveServer, UniqueIds
 
 pytestmark = pytest.mark.e2e
 
@@ -29,14 +27,6 @@ REQUEST_MODEL = "gpt-4o-mini"
 RESPONSE_MODEL = "gpt-4o-mini-2024-07-18"
 
 
-class UniqueIds(IdGenerator):
-    """OS randomness: the autouse fixture re-seeds ``random``, which would repeat the SDK's default ids."""
-
-    def generate_span_id(self) -> int:
-        return secrets.randbits(64) or 1
-
-    def generate_trace_id(self) -> int:
-        return secrets.randbits(128) or 1
 
 
 @pytest.fixture

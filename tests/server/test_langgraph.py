@@ -8,7 +8,6 @@ with ``usage_metadata``. Assertions are on what Traceward's API returns.
 from __future__ import annotations
 
 import asyncio
-import secrets
 from collections.abc import Iterator
 from typing import Annotated, Any, TypedDict
 
@@ -25,9 +24,8 @@ from opentelemetry.sdk.resources import Resource
 from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.export import BatchSpanProcessor, SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
-from opentelemetry.sdk.trace.id_generator import IdGenerator
 
-from tests.live import INGEST_KEY, LiveServer
+from tests.live import INGEST_KEY, LiveServer, UniqueIds
 
 pytestmark = pytest.mark.e2e
 
@@ -35,14 +33,6 @@ MODEL_NAME = "fake-gpt-1"
 SERVICE = "langgraph-weather-agent"
 
 
-class UniqueIds(IdGenerator):
-    """OS randomness: the autouse fixture re-seeds ``random``, which would repeat the SDK's default ids."""
-
-    def generate_span_id(self) -> int:
-        return secrets.randbits(64) or 1
-
-    def generate_trace_id(self) -> int:
-        return secrets.randbits(128) or 1
 
 
 class NamedFakeChatModel(FakeMessagesListChatModel):

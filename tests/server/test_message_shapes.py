@@ -9,7 +9,6 @@ generation's span events, changed in one user message, diffs with exactly that o
 from __future__ import annotations
 
 import json
-import secrets
 from collections.abc import Callable, Iterator
 from typing import Any
 
@@ -18,10 +17,9 @@ from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExport
 from opentelemetry.sdk.resources import Resource
 from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor
-from opentelemetry.sdk.trace.id_generator import IdGenerator
 from opentelemetry.trace import Tracer
 
-from tests.live import INGEST_KEY, LiveServer
+from tests.live import INGEST_KEY, LiveServer, UniqueIds
 
 pytestmark = pytest.mark.e2e
 
@@ -29,14 +27,6 @@ SYSTEM, QUESTION, ANSWER = "be brief", "weather in Paris?", "It is sunny in Pari
 ARGUMENTS, RESULT = {"city": "Paris"}, "sunny, 21C"
 
 
-class UniqueIds(IdGenerator):
-    """OS randomness: the autouse fixture re-seeds ``random``, which would repeat the SDK's default ids."""
-
-    def generate_span_id(self) -> int:
-        return secrets.randbits(64) or 1
-
-    def generate_trace_id(self) -> int:
-        return secrets.randbits(128) or 1
 
 
 @pytest.fixture

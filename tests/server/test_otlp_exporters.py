@@ -30,11 +30,10 @@ from opentelemetry.sdk.trace.export import (
     SpanExportResult,
 )
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
-from opentelemetry.sdk.trace.id_generator import IdGenerator
 from opentelemetry.trace import NonRecordingSpan, SpanContext, SpanKind, Status, StatusCode, TraceFlags
 from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
 
-from tests.live import INGEST_KEY, LiveServer
+from tests.live import INGEST_KEY, LiveServer, UniqueIds
 
 pytestmark = pytest.mark.e2e
 
@@ -48,15 +47,6 @@ TOOL_ARGS = {"city": "Paris", "units": "metric"}
 
 # -- building the agent trace ----------------------------------------------------------------------------------
 
-class UniqueIds(IdGenerator):
-    """Ids from the OS: the autouse fixture re-seeds ``random`` per test, so the SDK's default generator
-    would give every test the *same* trace and span ids (and the server would rightly dedupe them)."""
-
-    def generate_span_id(self) -> int:
-        return secrets.randbits(64) or 1
-
-    def generate_trace_id(self) -> int:
-        return secrets.randbits(128) or 1
 
 
 def make_provider(service: str) -> TracerProvider:

@@ -26,11 +26,10 @@ from opentelemetry.sdk._logs.export import BatchLogRecordProcessor, LogRecordExp
 from opentelemetry.sdk.resources import Resource
 from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor
-from opentelemetry.sdk.trace.id_generator import IdGenerator
 from opentelemetry.util.genai.handler import TelemetryHandler
 from opentelemetry.util.genai.types import InputMessage, OutputMessage, Text
 
-from tests.live import INGEST_KEY, LiveServer
+from tests.live import INGEST_KEY, LiveServer, UniqueIds
 
 pytestmark = pytest.mark.e2e
 
@@ -39,14 +38,6 @@ SECRET_EMAIL = "jane.doe@example.com"
 RESOURCE = Resource({"service.name": "logs-agent"})
 
 
-class UniqueIds(IdGenerator):
-    """OS randomness: the autouse fixture re-seeds ``random``, which would repeat the SDK's default ids."""
-
-    def generate_span_id(self) -> int:
-        return secrets.randbits(64) or 1
-
-    def generate_trace_id(self) -> int:
-        return secrets.randbits(128) or 1
 
 
 class Recording(LogRecordExporter):
