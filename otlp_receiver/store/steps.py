@@ -53,6 +53,7 @@ class StepTable:
         self._lock = threading.RLock()
         self._dt: DeltaTable | None = None
         self._stale = False
+        self._spans_cache: tuple[int, list[tuple[str, str, str, int | None, int | None]]] | None = None
         try:
             self._dt = DeltaTable(self.path)
         except TableNotFoundError:
@@ -198,24 +199,31 @@ class StepTable:
             dt = self._snapshot()
             if dt is None:
                 return []
-            actions = pa.table(dt.get_add_actions(flatten=True))
+            spans = self._file_spans(dt)
             uris = dt.file_uris(file_pruning_predicate=[("tenant_id", "=", tenant_id),
                                                         ("day", "in", list(started_within))])
-        frame = pl.from_arrow(actions.select([c for c in _PRUNING_COLUMNS if c in actions.column_names]))
-        assert isinstance(frame, pl.DataFrame)
-        day = pl.col("partition.day")
-        first = day.replace_strict({d: lo for d, (lo, _) in started_within.items()}, default=None,
-                                   return_dtype=pl.Int64)
-        last = day.replace_strict({d: hi for d, (_, hi) in started_within.items()}, default=None,
-                                  return_dtype=pl.Int64)
-        ends, begins = (pl.col(c) if c in frame.columns else pl.lit(None, pl.Int64) for c in ("max.start_ns",
-                                                                                              "min.start_ns"))
-        kept = frame.filter((pl.col("partition.tenant_id") == tenant_id) & day.is_in(list(started_within))
-                            & (ends.is_null() | (ends >= first)) & (begins.is_null() | (begins <= last)))
-        # Add-action paths are percent-encoded (twice over), URIs are not: match on (day, file name). A URI
-        # not of the form …/day=…/name is kept.
-        keep = set(kept.select(day, pl.col("path").str.split("/").list.last()).iter_rows())
+        keep = set()
+        for tenant, day, name, begins, ends in spans:
+            window = started_within.get(day) if tenant == tenant_id else None
+            if window is not None and (ends is None or ends >= window[0]) and (begins is None or begins <= window[1]):
+                keep.add((day, name))
         return [uri for uri in uris if _day_and_name(uri) in keep or _day_and_name(uri)[0] is None]
+
+    def _file_spans(self, dt: DeltaTable) -> list[tuple[str, str, str, int | None, int | None]]:
+        """(tenant_id, day, file name, min start_ns, max start_ns) of every data file, from the add actions'
+        statistics; kept per table version, so reads between two commits do not rebuild it (call under ``_lock``).
+
+        Add-action paths are percent-encoded (twice over), URIs are not: files are matched on (day, file name)."""
+        version = dt.version()
+        if self._spans_cache is not None and self._spans_cache[0] == version:
+            return self._spans_cache[1]
+        actions = pa.table(dt.get_add_actions(flatten=True))
+        columns = [actions[c].to_pylist() if c in actions.column_names else [None] * actions.num_rows
+                   for c in _PRUNING_COLUMNS]
+        spans = [(tenant, day, path.rpartition("/")[2], begins, ends)
+                 for path, tenant, day, begins, ends in zip(*columns, strict=True)]
+        self._spans_cache = (version, spans)
+        return spans
 
     def scan(self, tenant_id: str, days: Sequence[str] | None = None, *,
              started_within: Mapping[str, tuple[int, int]] | None = None) -> pl.LazyFrame:
