@@ -44,8 +44,12 @@ def _counts(disabled: bool) -> tuple[int, int]:
     return (40, 200) if disabled else (400, 6000)
 
 
-def _policy() -> str:
-    rules = [f"""  - id: r{i}
+def _policy(*, allowed_tools: tuple[str, ...] = ()) -> str:
+    rules = [f"""  - id: allow-{tool}
+    match: {{tool: {tool}}}
+    decision: allow
+    reason_code: read""" for tool in allowed_tools]
+    rules += [f"""  - id: r{i}
     match: {{tool: "svc{i}.*", agent: "agent-{i}", args: {{$.amount: {{gt: {i}}}}}}}
     decision: require_approval
     reason_code: rule_{i}""" for i in range(36)]
@@ -75,12 +79,20 @@ def server(tmp_path: Path) -> Iterator[LiveServer]:
 def loaded_server(tmp_path: Path) -> Iterator[LiveServer]:
     """Decisions and exports share the ingest key, whose default limit (12,000/min) 200 decisions/s use up."""
     yield from _server_with_policy(LiveServer(tmp_path / "data",
-                                              extra_env={"TRACEWARD_RATE_LIMIT_INGEST_PER_MIN": "1000000"}))
+                                              extra_env={"TRACEWARD_RATE_LIMIT_INGEST_PER_MIN": "1000000"}),
+                                   allowed_tools=INGESTED_TOOLS)
 
 
-def _server_with_policy(srv: LiveServer) -> Iterator[LiveServer]:
+INGESTED_TOOLS = ("search_flights", "book_hotel", "get_weather", "send_email", "query_db")
+"""The tools executed in ``benchmarks.spans``' exports: allowed unconditionally, hence ungated. Under the default
+deny each of their ~500 executions per export, carrying no decision token, would be a binding violation (one
+SQLite transaction, an audit record and a violation step each): a different load, ~2,000 spans/s."""
+
+
+def _server_with_policy(srv: LiveServer, *, allowed_tools: tuple[str, ...] = ()) -> Iterator[LiveServer]:
     srv.start()
-    created = srv.post("/v1/policies", key=ADMIN_KEY, content=_policy(), headers={"content-type": "application/yaml"})
+    created = srv.post("/v1/policies", key=ADMIN_KEY, content=_policy(allowed_tools=allowed_tools),
+                       headers={"content-type": "application/yaml"})
     assert created.status_code == 201, created.text
     assert srv.post(f"/v1/policies/{created.json()['policy_id']}:activate", key=ADMIN_KEY).status_code == 200
     yield srv
