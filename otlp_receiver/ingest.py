@@ -51,10 +51,10 @@ class Redaction(Protocol):
 
     def payload(self, tenant_id: str, payload: Mapping[str, Any]) -> tuple[Mapping[str, Any], RedactionMeta]:
         """A JSON payload with secrets masked, paths rooted at ``$``."""
-Bind = Callable[[str, str, Span], tuple[str | None, str | None]]
-"""(tenant_id, project_id, raw span) → (binding, decision_token_id), checked BEFORE redaction so the
-decision token and the recorded tool arguments are seen as the agent sent them. Injected by the server
-(governance's check); (None, None) for spans it has nothing to say about."""
+Bind = Callable[[str, str, Sequence[Span]], Sequence[tuple[str | None, str | None]]]
+"""(tenant_id, project_id, an export's raw spans) → (binding, decision_token_id) of each, in order, checked
+BEFORE redaction so the decision token and the recorded tool arguments are seen as the agent sent them.
+Injected by the server (governance's check); (None, None) for spans it has nothing to say about."""
 BindStep = Callable[[str, str, StepDraft], tuple[str | None, str | None]]
 """The same check for a REST step (``POST /v1/runs/{run_id}/steps``), before redaction."""
 
@@ -201,7 +201,8 @@ class IngestPipeline:
         if not spans:
             return IngestResult(0, 0, self.wal.end_position())
         bindings: dict[str, tuple[str | None, str | None]] = (
-            {s.span_id: self.bind(tenant_id, project_id, s) for s in spans} if self.bind else {})
+            dict(zip((s.span_id for s in spans), self.bind(tenant_id, project_id, spans), strict=True))
+            if self.bind else {})
         redacted = self._redact_spans(tenant_id, spans)
         drafts = [fields for _, fields in redacted]
         summaries: dict[str, dict[str, Any]] = {

@@ -20,7 +20,7 @@ What counts as an execution, and where its token and arguments are read from:
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
 
@@ -84,8 +84,19 @@ class Binder:
         self._before_check = before_check
 
     def bind_span(self, tenant_id: str, project_id: str, span: OtelSpan) -> Binding:
-        """``IngestPipeline``'s ``bind=`` hook, for one raw (pre-redaction) span."""
+        """The binding of one raw (pre-redaction) span."""
         return self._bind(tenant_id, project_id, span_execution(span))
+
+    def bind_spans(self, tenant_id: str, project_id: str, spans: Sequence[OtelSpan]) -> list[Binding]:
+        """``IngestPipeline``'s ``bind=`` hook: the bindings of an export's raw spans, in order.
+
+        Pending decision steps are flushed once for the whole export, not once per span: every decision that
+        governs one of these spans was made before the export arrived. (Per span, while decisions kept
+        coming, nearly every span paid a WAL append and fsync: at 200 decisions/s, 4,700 acknowledged
+        spans/s against 7,000 once per export, in one alternating pair of benchmark runs.)
+        """
+        self._before_check()
+        return [self._check_execution(tenant_id, project_id, span_execution(s)) for s in spans]
 
     def bind_step(self, tenant_id: str, project_id: str, draft: StepDraft) -> Binding:
         """The same check for a REST step (before redaction)."""
@@ -93,6 +104,9 @@ class Binder:
 
     def _bind(self, tenant_id: str, project_id: str, execution: Execution | None) -> Binding:
         self._before_check()  # decisions and approvals reach the run before the executions they govern
+        return self._check_execution(tenant_id, project_id, execution)
+
+    def _check_execution(self, tenant_id: str, project_id: str, execution: Execution | None) -> Binding:
         if execution is None:
             return None, None
         try:

@@ -25,7 +25,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 from governance import store
@@ -115,9 +115,10 @@ class Governance:
 
     # -- binding (the ingest hook) ----------------------------------------------------------------------------
 
-    def bind(self, tenant_id: str, project_id: str, span: OtelSpan) -> tuple[str | None, str | None]:
-        """``IngestPipeline``'s ``bind=`` hook: (binding, decision_token_id) of one raw span (``server.binding``)."""
-        return self.binder.bind_span(tenant_id, project_id, span)
+    def bind(self, tenant_id: str, project_id: str, spans: Sequence[OtelSpan]) -> list[tuple[str | None, str | None]]:
+        """``IngestPipeline``'s ``bind=`` hook: (binding, decision_token_id) of an export's raw spans, in order
+        (``server.binding``)."""
+        return self.binder.bind_spans(tenant_id, project_id, spans)
 
     def bind_step(self, tenant_id: str, project_id: str, draft: StepDraft) -> tuple[str | None, str | None]:
         """The same for a REST step."""
