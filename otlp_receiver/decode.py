@@ -11,7 +11,7 @@ all-zero ids) are *rejected* and counted, the rest of the batch is kept
 from __future__ import annotations
 
 import base64
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
@@ -25,6 +25,7 @@ from opentelemetry.proto.trace.v1 import trace_pb2
 
 from otlp_receiver.errors import DecodeError
 from otlp_receiver.model import AttrValue, Span, SpanEvent, SpanId, SpanLink, TraceId
+from otlp_receiver.priority import CHECK_EVERY_SPANS, no_pause
 
 MAX_ATTR_DEPTH = 16
 """Nested kvlist/array values deeper than this are replaced by a marker string."""
@@ -168,10 +169,12 @@ def hex_ids_to_b64(obj: dict[str, Any]) -> None:
         obj[key] = base64.b64encode(raw).decode("ascii")
 
 
-def decode_request(request: trace_service_pb2.ExportTraceServiceRequest) -> DecodedBatch:
+def decode_request(request: trace_service_pb2.ExportTraceServiceRequest, *,
+                   pause: Callable[[], None] = no_pause) -> DecodedBatch:
     """Walk resource_spans → scope_spans → spans, decoding and validating each span.
 
-    A resource's attributes are decoded once and shared (the same dict) by all of its spans.
+    A resource's attributes are decoded once and shared (the same dict) by all of its spans. ``pause`` is
+    called every ``CHECK_EVERY_SPANS`` spans (``otlp_receiver.priority``: urgent requests go first).
     """
     batch = DecodedBatch()
     spans = batch.spans
@@ -180,7 +183,9 @@ def decode_request(request: trace_service_pb2.ExportTraceServiceRequest) -> Deco
         for scope_spans in resource_spans.scope_spans:
             scope = scope_spans.scope
             scope_name, scope_version = scope.name, scope.version
-            for pb_span in scope_spans.spans:
+            for i, pb_span in enumerate(scope_spans.spans):
+                if not i % CHECK_EVERY_SPANS:
+                    pause()
                 ids = pb_span.trace_id, pb_span.span_id, pb_span.parent_span_id
                 reason = _invalid_reason(*ids)
                 if reason:

@@ -39,6 +39,7 @@ from otlp_receiver.model import (
     Span,
     StepDraft,
 )
+from otlp_receiver.priority import CHECK_EVERY_SPANS, no_pause
 from otlp_receiver.store.index import RunIndex
 from otlp_receiver.wal import WriteAheadLog
 
@@ -187,8 +188,10 @@ class IngestPipeline:
 
     def __init__(self, wal: WriteAheadLog, sequencer: Sequencer, *, redact: Redaction | None = None,
                  bind: Bind | None = None, bind_step: BindStep | None = None,
-                 on_accepted: AcceptedSpans | None = None) -> None:
+                 on_accepted: AcceptedSpans | None = None, pause: Callable[[], None] = no_pause) -> None:
         self.wal = wal
+        self.pause = pause
+        """Called between stages and every ``CHECK_EVERY_SPANS`` spans of an OTLP batch (``otlp_receiver.priority``)."""
         self.sequencer = sequencer
         self.redact = redact
         self.bind = bind
@@ -203,10 +206,13 @@ class IngestPipeline:
         bindings: dict[str, tuple[str | None, str | None]] = (
             dict(zip((s.span_id for s in spans), self.bind(tenant_id, project_id, spans), strict=True))
             if self.bind else {})
+        self.pause()
         redacted = self._redact_spans(tenant_id, spans)
         drafts = [fields for _, fields in redacted]
+        self.pause()
         summaries: dict[str, dict[str, Any]] = {
             k: _summary_dict(v) for k, v in summarize_runs([s for s, _ in redacted]).items()}
+        self.pause()
         result = self._append(tenant_id, project_id, drafts, summaries, bindings)
         if self.on_accepted is not None and result.accepted:
             clean = [s for s, _ in redacted]
@@ -245,10 +251,16 @@ class IngestPipeline:
 
         For the (rare) span that had something masked, the raw span is mapped too, only to locate
         the masked values in the stored payload's shape; that raw copy never leaves this function."""
-        if self.redact is None:
-            return [(span, step_fields(span)) for span in spans]
         out: list[tuple[Span, Fields]] = []
-        for span, (clean, meta) in zip(spans, self.redact.spans(tenant_id, spans), strict=True):
+        if self.redact is None:
+            for i, span in enumerate(spans):
+                if not i % CHECK_EVERY_SPANS:
+                    self.pause()
+                out.append((span, step_fields(span)))
+            return out
+        for i, (span, (clean, meta)) in enumerate(zip(spans, self.redact.spans(tenant_id, spans), strict=True)):
+            if not i % CHECK_EVERY_SPANS:
+                self.pause()
             if meta.is_empty():
                 out.append((span, step_fields(span)))
                 continue
@@ -267,8 +279,12 @@ class IngestPipeline:
         for run_id, drafts in by_run.items():
             drafts.sort(key=_seq_order)
             seqs = self.sequencer.assign(tenant_id, run_id, [d["span_id"] for d in drafts])
-            items.extend(fields_wal_item(run_id, seq, d, bindings.get(d["span_id"]))
-                         for seq, d in zip(seqs, drafts, strict=True) if seq is not None)
+            for seq, d in zip(seqs, drafts, strict=True):
+                if seq is None:
+                    continue
+                if not len(items) % CHECK_EVERY_SPANS:
+                    self.pause()  # under the pipeline lock: other exports wait too, and so they should
+                items.append(fields_wal_item(run_id, seq, d, bindings.get(d["span_id"])))
         return items
 
     # -- REST ingest -----------------------------------------------------------------------------------------

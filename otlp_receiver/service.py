@@ -15,9 +15,11 @@ storage or HTTP frameworks.
 from __future__ import annotations
 
 import logging
+import threading
 import zlib
 from collections.abc import Callable, Mapping, Sequence
 from concurrent import futures
+from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass
 from typing import TypeVar
 
@@ -47,6 +49,7 @@ from otlp_receiver.errors import (
 )
 from otlp_receiver.log_content import LogContent, content_steps
 from otlp_receiver.model import Span
+from otlp_receiver.priority import no_pause
 
 logger = logging.getLogger(__name__)
 
@@ -72,9 +75,10 @@ T = TypeVar("T")
 
 
 def decode_and_sink(identity: IngestIdentity, request: trace_service_pb2.ExportTraceServiceRequest,
-                    sink: Sink) -> DecodedBatch:
-    """Decode a parsed request and hand its valid spans to the sink."""
-    batch = decode_request(request)
+                    sink: Sink, *, pause: Callable[[], None] = no_pause) -> DecodedBatch:
+    """Decode a parsed request and hand its valid spans to the sink (``pause``: see ``otlp_receiver.priority``)."""
+    pause()
+    batch = decode_request(request, pause=pause)
     if batch.spans:
         sink(identity, batch.spans)
     return batch
@@ -104,40 +108,57 @@ class TraceServicer:
     Registered with a raw-bytes request deserializer (see :func:`start_grpc_server`) so a malformed
     payload reaches our decoder and is answered INVALID_ARGUMENT with a reason, not grpcio's
     generic INTERNAL "Exception deserializing request!".
+
+    ``slots`` (shared with the logs servicer) bounds how many exports parse, decode and sink at once. The work
+    is Python and C calls that hold the GIL, so more at once add no throughput on one interpreter; they only
+    queue for the GIL, which every API request then waits behind too. Exports over the bound wait without it.
+    ``pause`` is the ingest checkpoint of a ``PriorityGate`` (``otlp_receiver.priority``), called while decoding.
     """
 
-    def __init__(self, authenticate: Authenticate, sink: Sink) -> None:
+    def __init__(self, authenticate: Authenticate, sink: Sink, *,
+                 slots: threading.Semaphore | None = None, pause: Callable[[], None] = no_pause) -> None:
         self.authenticate = authenticate
         self.sink = sink
+        self.slots = slots
+        self.pause = pause
 
     def Export(self, body: bytes, context: grpc.ServicerContext  # noqa: N802 - gRPC method name
                ) -> trace_service_pb2.ExportTraceServiceResponse:
         """Handle one export."""
         batch = serve_export(context, self.authenticate,
-                             lambda identity: decode_and_sink(identity, parse_protobuf(body), self.sink))
+                             lambda identity: decode_and_sink(identity, parse_protobuf(body), self.sink,
+                                                              pause=self.pause),
+                             slots=self.slots)
         return make_response(batch.rejected, batch.error_message)
 
 
 class LogsServicer:
     """``opentelemetry.proto.collector.logs.v1.LogsService/Export``: like :class:`TraceServicer`."""
 
-    def __init__(self, authenticate: Authenticate, sink: LogSink) -> None:
+    def __init__(self, authenticate: Authenticate, sink: LogSink, *,
+                 slots: threading.Semaphore | None = None) -> None:
         self.authenticate = authenticate
         self.sink = sink
+        self.slots = slots
 
     def Export(self, body: bytes, context: grpc.ServicerContext  # noqa: N802 - gRPC method name
                ) -> logs_service_pb2.ExportLogsServiceResponse:
         """Handle one logs export."""
         batch = serve_export(context, self.authenticate,
-                             lambda identity: decode_and_sink_logs(identity, parse_logs_protobuf(body), self.sink))
+                             lambda identity: decode_and_sink_logs(identity, parse_logs_protobuf(body), self.sink),
+                             slots=self.slots)
         return make_logs_response(batch.rejected, batch.error_message)
 
 
 def serve_export(context: grpc.ServicerContext, authenticate: Authenticate,
-                 export: Callable[[IngestIdentity], T]) -> T:
-    """Authenticate a gRPC export and run it; AppErrors abort with their gRPC status, anything else INTERNAL."""
+                 export: Callable[[IngestIdentity], T], *, slots: threading.Semaphore | None = None) -> T:
+    """Authenticate a gRPC export and run it (holding one of ``slots`` when given); AppErrors abort with
+    their gRPC status, anything else INTERNAL."""
+    slot: AbstractContextManager[object] = slots if slots is not None else nullcontext()
     try:
-        return export(authenticate(_metadata_value(context.invocation_metadata(), "authorization")))
+        identity = authenticate(_metadata_value(context.invocation_metadata(), "authorization"))
+        with slot:
+            return export(identity)
     except AppError as exc:
         _abort(context, exc)
     except Exception:  # process boundary: log once, answer INTERNAL, keep serving

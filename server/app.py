@@ -11,6 +11,7 @@ from litestar import Litestar, Router, get
 from litestar.di import Provide
 from litestar.openapi import OpenAPIConfig
 from litestar.openapi.spec import Components, SecurityScheme
+from litestar.types import ASGIApp, Receive, Scope, Send
 
 from server.auth import PUBLIC, permission_guard
 from server.errors import EXCEPTION_HANDLERS
@@ -38,6 +39,21 @@ def healthz(runtime: Runtime) -> dict[str, Any]:
             "flusher_stalls": runtime.flusher_stalls, "flusher_stalled": runtime.flusher_stalled}
 
 
+def urgent_middleware(app: ASGIApp) -> ASGIApp:
+    """Route middleware, outermost: requests of handlers marked ``opt={"urgent": True}`` (decisions, which
+    agents block on) hold the runtime's ``PriorityGate`` until answered, so ingest threads pause meanwhile."""
+
+    async def middleware(scope: Scope, receive: Receive, send: Send) -> None:
+        handler = scope.get("route_handler")
+        if handler is None or not handler.opt.get("urgent"):
+            await app(scope, receive, send)
+            return
+        with scope["app"].state.runtime.priority.urgent():
+            await app(scope, receive, send)
+
+    return middleware
+
+
 def _base(runtime: Runtime, handlers: list[Any], *, openapi: bool) -> Litestar:
     openapi_config = OpenAPIConfig(
         title="Traceward", version="0.1.0", path="/schema",
@@ -49,7 +65,7 @@ def _base(runtime: Runtime, handlers: list[Any], *, openapi: bool) -> Litestar:
         route_handlers=handlers,
         dependencies={"runtime": Provide(lambda: runtime, sync_to_thread=False)},
         guards=[permission_guard],
-        middleware=[metrics_middleware, rate_limit_middleware],
+        middleware=[urgent_middleware, metrics_middleware, rate_limit_middleware],
         before_send=[rate_limit_headers],
         exception_handlers=EXCEPTION_HANDLERS,
         openapi_config=openapi_config,

@@ -25,6 +25,7 @@ from otlp_receiver.ingest import IngestPipeline, IngestResult, Sequencer
 from otlp_receiver.log_content import LogContent
 from otlp_receiver.model import Span
 from otlp_receiver.pricing import PriceTable
+from otlp_receiver.priority import PriorityGate
 from otlp_receiver.service import IngestIdentity, LogsServicer, start_grpc_server
 from otlp_receiver.store.audit import AuditLog
 from otlp_receiver.store.findings import StoredFinding
@@ -70,6 +71,8 @@ class Runtime:
         self.wal = WriteAheadLog(settings.wal_dir, fsync=settings.wal_fsync)
         self.prices = PriceTable.load(settings.price_file) if settings.price_file else PriceTable.default()
         self.sequencer = Sequencer(self.index)
+        self.priority = PriorityGate(max_pause_s=settings.ingest_max_pause_s)
+        """Decisions go first: ingest pauses at its checkpoints while one is in flight (``urgent_middleware``)."""
         self.governance = governance_from_settings(
             settings, self.index, lambda tenant, project, drafts: self.pipeline.ingest_drafts(tenant, project, drafts))
         self.redaction = TenantRedaction(load_policy_doc(settings.redaction_file),
@@ -78,7 +81,8 @@ class Runtime:
         self.pipeline = IngestPipeline(self.wal, self.sequencer, bind=self.governance.bind,
                                        bind_step=self.governance.bind_step,
                                        redact=self.redaction if settings.redaction == "on" else None,
-                                       on_accepted=self.forwarder.enqueue if self.forwarder else None)
+                                       on_accepted=self.forwarder.enqueue if self.forwarder else None,
+                                       pause=self.priority.pause)
         self.keys = KeyStore(self.index)
         self.diff_profiles = load_diff_profiles(settings.diff_profiles_file)
         self.step_cache = RunStepCache()
@@ -194,11 +198,13 @@ class Runtime:
         self.findings_job.start()
         if grpc:
             authenticate = limited_ingest_identity(self.authenticator, self.limiter)
-            servicer = ObservedTraceServicer(self.metrics, authenticate, self.ingest_spans)
+            slots = threading.BoundedSemaphore(self.settings.grpc_export_slots)  # traces and logs together
+            servicer = ObservedTraceServicer(self.metrics, authenticate, self.ingest_spans, slots=slots,
+                                             pause=self.priority.pause)
             self.grpc_server, self.grpc_port = start_grpc_server(
                 servicer, host=self.settings.host, port=self.settings.grpc_port,
                 max_message_bytes=self.settings.max_message_bytes, max_workers=self.settings.grpc_workers,
-                logs_servicer=LogsServicer(authenticate, self.ingest_logs))
+                logs_servicer=LogsServicer(authenticate, self.ingest_logs, slots=slots))
 
     def stop(self) -> None:
         """Stop accepting, then flush what was accepted."""

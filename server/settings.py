@@ -61,6 +61,12 @@ class Settings:
     """TRACEWARD_PRICE_FILE: a JSON model price table merged over the shipped one."""
     grpc_workers: int = 8
     """TRACEWARD_GRPC_WORKERS: threads serving OTLP/gRPC."""
+    grpc_export_slots: int = 1
+    """TRACEWARD_GRPC_EXPORT_SLOTS: OTLP/gRPC exports decoded and stored at once (default 1); the others wait
+    without holding the GIL, so API requests (decisions) are not queued behind all of them."""
+    ingest_max_pause_s: float = 0.01
+    """TRACEWARD_INGEST_MAX_PAUSE_S: how long an ingest thread pauses at a checkpoint while a decision is in flight
+    (default 10 ms; 0 = never pause). Decisions go first; a steady stream of them slows ingest, never stops it."""
     gil_switch_interval_s: float = 0.001
     """TRACEWARD_GIL_SWITCH_INTERVAL_S: CPython's thread switch interval in the server (default 1 ms, CPython's
     own is 5 ms): request threads get the interpreter back sooner while the flusher works (lower tail latency)."""
@@ -158,9 +164,12 @@ class Settings:
             port = getattr(self, name)
             if not 0 <= port <= 65535:
                 raise ConfigError(f"{ENV_PREFIX}{name.upper()}={port}: not a TCP port")
-        for name in ("max_message_bytes", "max_http_body_bytes", "wal_max_bytes", "grpc_workers"):
+        for name in ("max_message_bytes", "max_http_body_bytes", "wal_max_bytes", "grpc_workers",
+                     "grpc_export_slots"):
             if getattr(self, name) <= 0:
                 raise ConfigError(f"{ENV_PREFIX}{name.upper()}={getattr(self, name)}: must be positive")
+        if not 0 <= self.ingest_max_pause_s <= 1:
+            raise ConfigError(f"{ENV_PREFIX}INGEST_MAX_PAUSE_S={self.ingest_max_pause_s}: must be in [0, 1]")
         if not 0 < self.gil_switch_interval_s <= 1:
             raise ConfigError(f"{ENV_PREFIX}GIL_SWITCH_INTERVAL_S={self.gil_switch_interval_s}: must be in (0, 1]")
         if not self.flusher_stall_s >= 0:  # NaN too

@@ -285,7 +285,7 @@ class DecisionsController(Controller):
     path = "/v1/decisions"
     tags = ["governance"]
 
-    @post("/", summary="Decide on a tool call", opt=DECIDE, status_code=200,
+    @post("/", summary="Decide on a tool call", opt={**DECIDE, "urgent": True}, status_code=200,
           request_max_body_size=MAX_DECISION_BODY_BYTES)
     async def decide(self, request: Request[Any, Any, Any], runtime: Runtime, body: bytes) -> dict[str, Any]:
         """Evaluate the active policy; recorded as a ``policy`` step in the run of ``trace_id`` and audited.
