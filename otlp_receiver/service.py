@@ -15,6 +15,7 @@ storage or HTTP frameworks.
 from __future__ import annotations
 
 import logging
+import os
 import threading
 import zlib
 from collections.abc import Callable, Mapping, Sequence
@@ -219,15 +220,17 @@ def _abort(context: grpc.ServicerContext, exc: AppError) -> None:
 
 def start_grpc_server(servicer: TraceServicer, *, host: str, port: int, max_message_bytes: int,
                       logs_servicer: LogsServicer | None = None, max_workers: int = 8,
-                      max_concurrent_rpcs: int = 64) -> tuple[grpc.Server, int]:
+                      max_concurrent_rpcs: int = 64, nice: int = 0) -> tuple[grpc.Server, int]:
     """Start the OTLP gRPC server (traces, and logs when given); returns it and the bound port (port 0
     picks a free one).
 
     Over ``max_concurrent_rpcs`` gRPC itself answers RESOURCE_EXHAUSTED; over
-    ``max_message_bytes`` it answers RESOURCE_EXHAUSTED too (which clients must not retry).
+    ``max_message_bytes`` it answers RESOURCE_EXHAUSTED too (which clients must not retry). ``nice``
+    lowers the OS priority of the serving threads (Linux schedules threads one by one).
     """
     server = grpc.server(
-        futures.ThreadPoolExecutor(max_workers=max_workers, thread_name_prefix="otlp-grpc"),
+        futures.ThreadPoolExecutor(max_workers=max_workers, thread_name_prefix="otlp-grpc",
+                                   initializer=lower_thread_priority, initargs=(nice,)),
         options=[("grpc.max_receive_message_length", max_message_bytes),
                  ("grpc.max_send_message_length", 4 * 1024 * 1024)],
         maximum_concurrent_rpcs=max_concurrent_rpcs,
@@ -251,6 +254,18 @@ def start_grpc_server(servicer: TraceServicer, *, host: str, port: int, max_mess
         raise StorageError(f"cannot bind the OTLP gRPC port {host}:{port}")
     server.start()
     return server, bound
+
+
+def lower_thread_priority(nice: int) -> None:
+    """Make the calling thread ``nice`` steps less favoured by the OS scheduler (Linux: per thread; a no-op
+    elsewhere or at 0). Lowering needs no privilege."""
+    if nice <= 0 or not hasattr(os, "setpriority"):
+        return
+    tid = threading.get_native_id()
+    try:
+        os.setpriority(os.PRIO_PROCESS, tid, min(19, os.getpriority(os.PRIO_PROCESS, tid) + nice))
+    except OSError as exc:
+        logger.warning("cannot lower the priority of an OTLP gRPC thread: %s", exc)
 
 
 # -- OTLP/HTTP -----------------------------------------------------------------------------------------------

@@ -15,6 +15,7 @@ from __future__ import annotations
 import contextlib
 import gc
 import logging
+import os
 import signal
 import sys
 import threading
@@ -170,6 +171,8 @@ def main() -> None:
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     conn = Connection(int(sys.argv[1]))
     _, settings, keys_pem, log_level = conn.recv()
+    if settings.ingest_nice and hasattr(os, "nice"):
+        os.nice(settings.ingest_nice)  # the API process answers decisions first on a busy machine
     logging.basicConfig(level=log_level, format="%(asctime)s %(levelname)s flusher[%(process)d] %(name)s: %(message)s")
     lock = DataDirLock(settings.data_dir, FLUSHER_LOCK)
     try:

@@ -204,7 +204,7 @@ class Runtime:
             self.grpc_server, self.grpc_port = start_grpc_server(
                 servicer, host=self.settings.host, port=self.settings.grpc_port,
                 max_message_bytes=self.settings.max_message_bytes, max_workers=self.settings.grpc_workers,
-                logs_servicer=LogsServicer(authenticate, self.ingest_logs, slots=slots))
+                logs_servicer=LogsServicer(authenticate, self.ingest_logs, slots=slots), nice=self.settings.ingest_nice)
 
     def stop(self) -> None:
         """Stop accepting, then flush what was accepted."""

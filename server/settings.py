@@ -64,6 +64,9 @@ class Settings:
     grpc_export_slots: int = 1
     """TRACEWARD_GRPC_EXPORT_SLOTS: OTLP/gRPC exports decoded and stored at once (default 1); the others wait
     without holding the GIL, so API requests (decisions) are not queued behind all of them."""
+    ingest_nice: int = 10
+    """TRACEWARD_INGEST_NICE: how much lower the OS priority of the OTLP/gRPC threads and of the flusher process is
+    than the API's (Linux nice, 0-19; default 10): on a busy machine the thread answering decisions gets a CPU first."""
     ingest_max_pause_s: float = 0.01
     """TRACEWARD_INGEST_MAX_PAUSE_S: how long an ingest thread pauses at a checkpoint while a decision is in flight
     (default 10 ms; 0 = never pause). Decisions go first; a steady stream of them slows ingest, never stops it."""
@@ -168,6 +171,8 @@ class Settings:
                      "grpc_export_slots"):
             if getattr(self, name) <= 0:
                 raise ConfigError(f"{ENV_PREFIX}{name.upper()}={getattr(self, name)}: must be positive")
+        if not 0 <= self.ingest_nice <= 19:
+            raise ConfigError(f"{ENV_PREFIX}INGEST_NICE={self.ingest_nice}: must be in [0, 19]")
         if not 0 <= self.ingest_max_pause_s <= 1:
             raise ConfigError(f"{ENV_PREFIX}INGEST_MAX_PAUSE_S={self.ingest_max_pause_s}: must be in [0, 1]")
         if not 0 < self.gil_switch_interval_s <= 1:

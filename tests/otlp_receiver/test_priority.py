@@ -3,6 +3,7 @@ gRPC exports. Ingest keeps its guarantee meanwhile: an export is acknowledged on
 
 from __future__ import annotations
 
+import os
 import threading
 import time
 from collections.abc import Sequence
@@ -17,7 +18,7 @@ from otlp_receiver.decode import decode_request
 from otlp_receiver.ingest import IngestPipeline, Sequencer
 from otlp_receiver.model import Span
 from otlp_receiver.priority import CHECK_EVERY_SPANS, PriorityGate
-from otlp_receiver.service import IngestIdentity, TraceServicer, start_grpc_server
+from otlp_receiver.service import IngestIdentity, TraceServicer, lower_thread_priority, start_grpc_server
 from otlp_receiver.store.index import RunIndex
 from otlp_receiver.wal import WriteAheadLog
 
@@ -124,3 +125,20 @@ def test_exports_over_the_slots_wait_and_are_all_acknowledged() -> None:
     assert len(answers) == 4 and not any(a.partial_success.rejected_spans for a in answers)
     assert stored == [10, 10, 10, 10]  # every acknowledged export reached the sink first
     assert most[0] == 1
+
+
+def test_ingest_threads_run_at_a_lower_os_priority() -> None:
+    seen: list[tuple[int, int]] = []
+
+    def worker() -> None:
+        tid = threading.get_native_id()
+        before = os.getpriority(os.PRIO_PROCESS, tid)
+        lower_thread_priority(5)
+        seen.append((before, os.getpriority(os.PRIO_PROCESS, tid)))
+
+    thread = threading.Thread(target=worker)
+    thread.start()
+    thread.join()
+    (before, after), = seen
+    assert after == min(19, before + 5)
+    assert os.getpriority(os.PRIO_PROCESS, threading.get_native_id()) == before  # only that thread
