@@ -168,7 +168,12 @@ class FlusherChild:
 
 def main() -> None:
     """``python -c '… main()' FD``: FD is this process's end of the socket pair to the server."""
+    # The server owns this process's life: it sends "stop" after its final drain (and an orphan drains and
+    # exits by itself). Ctrl-C and a SIGTERM to the whole process group (systemd's default stop, `timeout`,
+    # container stops) reach this process too; dying of them would cut a flush short and have the server
+    # "restart" it while it shuts down.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
     conn = Connection(int(sys.argv[1]))
     _, settings, keys_pem, log_level = conn.recv()
     if settings.ingest_nice and hasattr(os, "nice"):

@@ -37,6 +37,8 @@ class LiveServer:
     otlp_http_port: int = field(default_factory=free_port)
     http_port: int = field(default_factory=free_port)
     extra_env: dict[str, str] = field(default_factory=dict)
+    own_process_group: bool = False
+    """Start it in a session (process group) of its own, so a test can signal the whole group."""
     proc: subprocess.Popen[bytes] | None = None
     log_path: Path | None = None
 
@@ -59,7 +61,8 @@ class LiveServer:
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "server", "serve", "--data-dir", str(self.data_dir),
              "--grpc-port", str(self.grpc_port), "--otlp-http-port", str(self.otlp_http_port),
-             "--http-port", str(self.http_port)], env=env, stdout=log, stderr=subprocess.STDOUT)
+             "--http-port", str(self.http_port)], env=env, stdout=log, stderr=subprocess.STDOUT,
+            start_new_session=self.own_process_group)
         log.close()
         wait_until(self._healthy, timeout_s, what="server to answer /healthz")
         return self

@@ -7,6 +7,7 @@ child (it is started with subprocess, not multiprocessing: no resource tracker).
 
 from __future__ import annotations
 
+import os
 import signal
 import threading
 import time
@@ -145,6 +146,30 @@ def test_sigterm_stops_the_flusher_process_with_the_server(servers: list[LiveSer
     server.stop()
     assert server.proc is not None and server.proc.returncode == 0
     assert not child.is_running()
+
+
+def test_sigterm_to_the_whole_process_group_lets_the_server_stop_its_flusher(servers: list[LiveServer],
+                                                                              tmp_path: Path) -> None:
+    """systemd's default stop (KillMode=control-group), `timeout` and container stops signal every process at
+    once: the flusher must not die mid-flush and be "restarted" while the server shuts down; the server stops
+    it after its final drain, as on a SIGTERM to the server alone."""
+    data_dir = tmp_path / "data"
+    server = LiveServer(data_dir, own_process_group=True).start()
+    servers.append(server)
+    child = flusher_of(server)
+    load, stop = Load(), threading.Event()
+    threads = load_threads(load, server, stop)
+    wait_until(lambda: len(load.acked) >= 10 * BATCH, 30, what="some acknowledged batches")
+    assert server.proc is not None
+    os.killpg(server.proc.pid, signal.SIGTERM)
+    stop_load(threads, stop)
+
+    assert server.proc.wait(timeout=60) == 0
+    child.wait(timeout=60)  # (not our child: psutil cannot tell its exit code)
+    assert "flusher process exited" not in server.log(), server.log()
+    second = LiveServer(data_dir).start()
+    servers.append(second)
+    assert_exactly_once(second, load)
 
 
 def test_rotated_signing_keys_seal_in_the_flusher_process(tmp_path: Path) -> None:
