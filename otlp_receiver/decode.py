@@ -25,7 +25,7 @@ from opentelemetry.proto.trace.v1 import trace_pb2
 
 from otlp_receiver.errors import DecodeError
 from otlp_receiver.model import AttrValue, Span, SpanEvent, SpanId, SpanLink, TraceId
-from otlp_receiver.priority import CHECK_EVERY_SPANS, no_pause
+from otlp_receiver.priority import no_pause, paced
 
 MAX_ATTR_DEPTH = 16
 """Nested kvlist/array values deeper than this are replaced by a marker string."""
@@ -183,9 +183,7 @@ def decode_request(request: trace_service_pb2.ExportTraceServiceRequest, *,
         for scope_spans in resource_spans.scope_spans:
             scope = scope_spans.scope
             scope_name, scope_version = scope.name, scope.version
-            for i, pb_span in enumerate(scope_spans.spans):
-                if not i % CHECK_EVERY_SPANS:
-                    pause()
+            for pb_span in paced(scope_spans.spans, pause):
                 ids = pb_span.trace_id, pb_span.span_id, pb_span.parent_span_id
                 reason = _invalid_reason(*ids)
                 if reason:

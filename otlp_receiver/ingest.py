@@ -39,7 +39,7 @@ from otlp_receiver.model import (
     Span,
     StepDraft,
 )
-from otlp_receiver.priority import CHECK_EVERY_SPANS, no_pause
+from otlp_receiver.priority import CHECK_EVERY_SPANS, no_pause, paced
 from otlp_receiver.store.index import RunIndex
 from otlp_receiver.wal import WriteAheadLog
 
@@ -251,16 +251,10 @@ class IngestPipeline:
 
         For the (rare) span that had something masked, the raw span is mapped too, only to locate
         the masked values in the stored payload's shape; that raw copy never leaves this function."""
-        out: list[tuple[Span, Fields]] = []
         if self.redact is None:
-            for i, span in enumerate(spans):
-                if not i % CHECK_EVERY_SPANS:
-                    self.pause()
-                out.append((span, step_fields(span)))
-            return out
-        for i, (span, (clean, meta)) in enumerate(zip(spans, self.redact.spans(tenant_id, spans), strict=True)):
-            if not i % CHECK_EVERY_SPANS:
-                self.pause()
+            return [(span, step_fields(span)) for span in paced(spans, self.pause)]
+        out: list[tuple[Span, Fields]] = []
+        for span, (clean, meta) in paced(zip(spans, self.redact.spans(tenant_id, spans), strict=True), self.pause):
             if meta.is_empty():
                 out.append((span, step_fields(span)))
                 continue

@@ -12,8 +12,11 @@ Imports only the standard library.
 from __future__ import annotations
 
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
+from typing import TypeVar
+
+T = TypeVar("T")
 
 CHECK_EVERY_SPANS = 32
 """How often the span loops of the ingest path call :meth:`PriorityGate.pause` (~2-4 ms of work)."""
@@ -59,3 +62,11 @@ class PriorityGate:
 
 def no_pause() -> None:
     """The checkpoint of a pipeline without a gate."""
+
+
+def paced(items: Iterable[T], pause: Callable[[], None]) -> Iterator[T]:
+    """``items``, calling the checkpoint ``pause`` before the first and every ``CHECK_EVERY_SPANS``-th after it."""
+    for i, item in enumerate(items):
+        if not i % CHECK_EVERY_SPANS:
+            pause()
+        yield item
