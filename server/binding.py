@@ -83,10 +83,6 @@ class Binder:
         self._record_step = record_step
         self._before_check = before_check
 
-    def bind_span(self, tenant_id: str, project_id: str, span: OtelSpan) -> Binding:
-        """The binding of one raw (pre-redaction) span."""
-        return self._bind(tenant_id, project_id, span_execution(span))
-
     def bind_spans(self, tenant_id: str, project_id: str, spans: Sequence[OtelSpan]) -> list[Binding]:
         """``IngestPipeline``'s ``bind=`` hook: the bindings of an export's raw spans, in order.
 

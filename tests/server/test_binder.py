@@ -23,4 +23,4 @@ def test_an_export_flushes_pending_decision_steps_once(tmp_path: Path) -> None:
     assert len(bindings) == len(spans)
     assert set(bindings) == {("ungated", None), (None, None)}  # tool spans / other spans, in order
     assert [b == (None, None) for b in bindings] == [
-        binder.bind_span("t", "p", s) == (None, None) for s in spans]
+        binder.bind_spans("t", "p", [s])[0] == (None, None) for s in spans]
