@@ -21,11 +21,19 @@ INGEST_KEY = "tw_1a2b3c4d_test-ingest-secret-0123456789abcdefghijklmn"
 ADMIN_KEY = "tw_5e6f7a8b_test-admin-secret-0123456789abcdefghijklmnop"
 
 
+_HANDED_OUT: set[int] = set()
+
+
 def free_port() -> int:
-    """A TCP port nobody listens on right now."""
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
+    """A TCP port nobody listens on right now, and never one this process handed out before: the kernel may
+    give a just-released port again at once, and a server given the same port twice cannot start."""
+    while True:
+        with socket.socket() as sock:
+            sock.bind(("127.0.0.1", 0))
+            port = int(sock.getsockname()[1])
+        if port not in _HANDED_OUT:
+            _HANDED_OUT.add(port)
+            return port
 
 
 @dataclass
