@@ -105,6 +105,7 @@ def decode_log_record(record: logs_pb2.LogRecord, resource: dict[str, AttrValue]
         attributes=attributes,
         resource=resource,
         scope_name=clip_text(scope_name),
+        flags=record.flags,
     )
 
 

@@ -134,6 +134,8 @@ class LogRecord:
     attributes: Mapping[str, AttrValue] = field(default_factory=dict)
     resource: Mapping[str, AttrValue] = field(default_factory=dict)
     scope_name: str = ""
+    flags: int = 0
+    """W3C trace flags of the record's span context (bit 0: sampled); kept so forwarding passes them on."""
 
 
 @dataclass(frozen=True, slots=True)
