@@ -29,8 +29,10 @@ import orjson
 
 from otlp_receiver.chain import encode_payload
 from otlp_receiver.errors import ConflictError, NotFoundError
+from otlp_receiver.log_content import LogContent
 from otlp_receiver.mapping import step_fields, summarize_runs
 from otlp_receiver.model import (
+    LogRecord,
     RedactionMeta,
     RedactionRuleHit,
     RunId,
@@ -63,6 +65,10 @@ AcceptedSpans = Callable[[str, Sequence[Span]], None]
 """(tenant_id, spans) called after an OTLP batch is in the WAL, with the REDACTED spans that were accepted
 (duplicates left out, trace and span ids unchanged). Injected by the server (forwarding downstream); it
 must neither raise nor block on the network."""
+AcceptedLogs = Callable[[str, Sequence[LogRecord]], None]
+"""(tenant_id, records) called after a logs export's content steps are in the WAL, with the log records of the
+accepted steps (duplicates left out), masked by the same tenant rules and key as the stored steps. Injected by
+the server (forwarding downstream); it must neither raise nor block on the network."""
 
 _DRAFT_FIELDS = tuple(f.name for f in dataclasses.fields(StepDraft))
 Fields = dict[str, Any]
@@ -188,7 +194,8 @@ class IngestPipeline:
 
     def __init__(self, wal: WriteAheadLog, sequencer: Sequencer, *, redact: Redaction | None = None,
                  bind: Bind | None = None, bind_step: BindStep | None = None,
-                 on_accepted: AcceptedSpans | None = None, pause: Callable[[], None] = no_pause) -> None:
+                 on_accepted: AcceptedSpans | None = None, on_accepted_logs: AcceptedLogs | None = None,
+                 pause: Callable[[], None] = no_pause) -> None:
         self.wal = wal
         self.pause = pause
         """Called between stages and every ``CHECK_EVERY_SPANS`` spans of an OTLP batch (``otlp_receiver.priority``)."""
@@ -197,6 +204,7 @@ class IngestPipeline:
         self.bind = bind
         self.bind_step = bind_step
         self.on_accepted = on_accepted
+        self.on_accepted_logs = on_accepted_logs
         self._lock = threading.Lock()
 
     def ingest_spans(self, tenant_id: str, project_id: str, spans: Sequence[Span]) -> IngestResult:
@@ -230,6 +238,29 @@ class IngestPipeline:
             d.trace_id: _summary_dict(RunSummary(run_id=RunId(d.trace_id), first_start_ns=d.start_ns,
                                                  last_end_ns=d.end_ns)) for d in drafts}
         return self._append(tenant_id, project_id, [draft_fields(d) for d in drafts], summaries, {})
+
+    def ingest_log_content(self, tenant_id: str, project_id: str, content: LogContent) -> IngestResult:
+        """Make the content steps of a logs export durable, then hand their records to ``on_accepted_logs``."""
+        result = self.ingest_drafts(tenant_id, project_id, content.drafts)
+        if self.on_accepted_logs is not None and result.accepted:
+            records = [record for draft, group in zip(content.drafts, content.sources, strict=True)
+                       if not result.duplicates or (draft.trace_id, draft.span_id) in result.accepted_keys
+                       for record in group]
+            self.on_accepted_logs(tenant_id, self._redact_records(tenant_id, records))
+        return result
+
+    def _redact_records(self, tenant_id: str, records: Sequence[LogRecord]) -> list[LogRecord]:
+        """Log records masked by the tenant's rules: the rules, key and so markers of their stored content step.
+
+        One redaction pass over the whole export; a record whose fields are clean is returned as it came."""
+        if self.redact is None or not records:
+            return list(records)
+        raw = [_record_fields(r) for r in records]
+        clean, meta = self.redact.payload(tenant_id, {"records": raw})
+        if meta.is_empty():
+            return list(records)
+        return [record if fields == before else dataclasses.replace(record, **fields)
+                for record, before, fields in zip(records, raw, clean["records"], strict=True)]
 
     def _append(self, tenant_id: str, project_id: str, drafts: Sequence[Fields],
                 summaries: dict[str, dict[str, Any]],
@@ -342,6 +373,12 @@ class IngestPipeline:
             record = {"kind": "finish", "tenant": tenant_id, "run_id": run_id,
                       "status": status.value, "finished_ns": finished_ns}
             return self.wal.append(orjson.dumps(record))
+
+
+def _record_fields(record: LogRecord) -> dict[str, Any]:
+    """The free-form fields of a log record, which redaction may change (ids, times and names it may not)."""
+    return {"severity_text": record.severity_text, "body": record.body, "attributes": dict(record.attributes),
+            "resource": dict(record.resource)}
 
 
 def _seq_order(fields: Fields) -> tuple[int, str]:

@@ -51,6 +51,8 @@ class LogContent:
     """What a batch of log records becomes: content steps, and the records left out, by reason."""
 
     drafts: list[StepDraft] = field(default_factory=list)
+    sources: list[tuple[LogRecord, ...]] = field(default_factory=list)
+    """The records each draft was made from, in the same order (what forwarding sends on)."""
     kept: int = 0
     """Records carried by ``drafts``."""
     not_kept: dict[str, int] = field(default_factory=dict)
@@ -73,7 +75,8 @@ def content_steps(records: Sequence[LogRecord]) -> LogContent:
             continue
         groups.setdefault((record.trace_id, record.span_id), []).append(record)
     drafts = [content_step(trace_id, span_id, group) for (trace_id, span_id), group in groups.items()]
-    return LogContent(drafts=drafts, kept=sum(map(len, groups.values())), not_kept=not_kept)
+    return LogContent(drafts=drafts, sources=[tuple(group) for group in groups.values()],
+                      kept=sum(map(len, groups.values())), not_kept=not_kept)
 
 
 def content_step(trace_id: TraceId, span_id: SpanId | None, records: Sequence[LogRecord]) -> StepDraft:

@@ -25,6 +25,10 @@ Series (process-lifetime counters: they restart at 0 with the process, as Promet
     traceward_runs_running                                gauge, all tenants
     traceward_findings_total{kind}, traceward_findings_queue_depth
     traceward_event_stream_clients                        open SSE streams
+    traceward_forward_queue_exports{signal}, traceward_forward_queue_bytes{signal}   forwarding queues (gauges;
+                                                          signal = traces | logs; only with forwarding on)
+    traceward_forward_exports_total{signal,outcome}       sent | dropped (queue full) | refused | failed
+    traceward_forward_items_total{signal,outcome}         spans or log records sent | dropped
 
 Cardinality is bounded: no tenant, run or raw-path label anywhere. ``agent`` takes the first
 TRACEWARD_METRICS_MAX_AGENTS (default 50) distinct agent names this process sees; later ones are

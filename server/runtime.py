@@ -37,7 +37,7 @@ from otlp_receiver.wal import WriteAheadLog
 from server.auth import Authenticator, jwt_verifier
 from server.findings_job import FindingsJob
 from server.flushing import FlushedSteps, FlusherProcess, RemoteRetention, build_flusher, build_retention
-from server.forwarding import forwarder_from_settings
+from server.forwarding import ForwardCollector, forwarders_from_settings
 from server.governance_wiring import governance_from_settings
 from server.locks import FLUSHER_LOCK, SERVER_LOCK, DataDirLock
 from server.metrics import Metrics, ObservedTraceServicer, StoreCollector
@@ -77,11 +77,13 @@ class Runtime:
             settings, self.index, lambda tenant, project, drafts: self.pipeline.ingest_drafts(tenant, project, drafts))
         self.redaction = TenantRedaction(load_policy_doc(settings.redaction_file),
                                          load_master_key(settings.data_dir / "redaction.key"))
-        self.forwarder = forwarder_from_settings(settings)  # redacted spans to a downstream OTLP endpoint
+        self.forwarders = forwarders_from_settings(settings)  # redacted spans and logs to a downstream endpoint
+        traces, logs = self.forwarders.get("traces"), self.forwarders.get("logs")
         self.pipeline = IngestPipeline(self.wal, self.sequencer, bind=self.governance.bind,
                                        bind_step=self.governance.bind_step,
                                        redact=self.redaction if settings.redaction == "on" else None,
-                                       on_accepted=self.forwarder.enqueue if self.forwarder else None,
+                                       on_accepted=traces.enqueue if traces else None,
+                                       on_accepted_logs=logs.enqueue if logs else None,
                                        pause=self.priority.pause)
         self.keys = KeyStore(self.index)
         self.diff_profiles = load_diff_profiles(settings.diff_profiles_file)
@@ -150,6 +152,8 @@ class Runtime:
         self.metrics = Metrics(max_agents=settings.metrics_max_agents)
         self.metrics.registry.register(StoreCollector(
             self.index, wal_depth=lambda: self.wal.bytes_after(self.flusher.checkpoint()), wal_size=self.wal.size_bytes))
+        if self.forwarders:
+            self.metrics.registry.register(ForwardCollector(self.forwarders))
         self.findings_job = FindingsJob(
             self.index, self.steps, idle_window_s=settings.findings_idle_s,
             events_retention_s=settings.events_retention_s,
@@ -193,8 +197,8 @@ class Runtime:
         self.governance.start()
         self.retention.start()
         self.sealer.start()
-        if self.forwarder is not None:
-            self.forwarder.start()
+        for forwarder in self.forwarders.values():
+            forwarder.start()
         self.findings_job.start()
         if grpc:
             authenticate = limited_ingest_identity(self.authenticator, self.limiter)
@@ -217,8 +221,8 @@ class Runtime:
         if self.watchdog is not None:
             self.watchdog.stop()  # the flusher's last drain may take long: not a stall
         self.flusher.stop()
-        if self.forwarder is not None:
-            self.forwarder.stop()  # what is still queued stays on disk for the next start
+        for forwarder in self.forwarders.values():
+            forwarder.stop()  # what is still queued stays on disk for the next start
         self.findings_job.stop()
         self.wal.close()
         self._release_locks()
@@ -242,11 +246,6 @@ class Runtime:
         """Whether the flusher is stalled now (a thread until it moves again; a process until it is restarted)."""
         return self.watchdog is not None and self.watchdog.stalled
 
-    @property
-    def forward_queue_depth(self) -> int:
-        """Exports waiting in the forwarding queue (0 when forwarding is off)."""
-        return self.forwarder.forward_queue_depth if self.forwarder is not None else 0
-
     # -- ingest ----------------------------------------------------------------------------------------------
 
     def ingest_spans(self, identity: IngestIdentity, spans: Sequence[Span]) -> IngestResult:
@@ -262,12 +261,13 @@ class Runtime:
 
     def ingest_logs(self, identity: IngestIdentity, content: LogContent) -> IngestResult | None:
         """The OTLP logs sink: GenAI content steps go through the same redaction, sequencing, dedupe and WAL
-        as server-made steps (``IngestPipeline.ingest_drafts``); the same backlog limit sheds load."""
+        as server-made steps (``IngestPipeline.ingest_log_content``), then to the logs forwarder; the same
+        backlog limit sheds load."""
         result = None
         if content.drafts:
             if self._backlog_is_full():
                 raise OverloadedError("ingest backlog is full; retry later", retry_after_s=2.0)
-            result = self.pipeline.ingest_drafts(identity.tenant_id, identity.project_id, content.drafts)
+            result = self.pipeline.ingest_log_content(identity.tenant_id, identity.project_id, content)
         self.metrics.observe_logs(content, result)
         return result
 

@@ -133,15 +133,20 @@ class Settings:
     seal_interval_s: float = 60.0
     """TRACEWARD_SEAL_INTERVAL_S: how often the idle-run sealing job looks for such runs (0 = never)."""
     forward_endpoint: str | None = None
-    """TRACEWARD_FORWARD_ENDPOINT: downstream OTLP endpoint that receives every accepted span, redacted
-    (``host:port`` for grpc, a URL for http; ``/v1/traces`` is appended when missing). Unset = no forwarding."""
+    """TRACEWARD_FORWARD_ENDPOINT: downstream OTLP endpoint that receives every accepted span and log record,
+    redacted (``host:port`` for grpc; for http the base URL, to which ``/v1/traces`` and ``/v1/logs`` are
+    appended — a URL ending in ``/v1/traces`` is taken as the traces URL). Unset = no forwarding."""
+    forward_signals: str = "traces,logs"
+    """TRACEWARD_FORWARD_SIGNALS: which accepted signals are forwarded, comma-separated: ``traces``, ``logs``
+    (e.g. ``traces`` alone for a Jaeger or Tempo downstream, which accept no logs)."""
     forward_protocol: str = "grpc"
     """TRACEWARD_FORWARD_PROTOCOL: ``grpc`` or ``http`` (OTLP/HTTP protobuf)."""
     forward_headers: str | None = None
     """TRACEWARD_FORWARD_HEADERS: ``key=value,key2=value2`` sent with every forwarded export (e.g. credentials)."""
     forward_queue_max_bytes: int = 256 * 1024 * 1024
-    """TRACEWARD_FORWARD_QUEUE_MAX_BYTES: bound of the on-disk forwarding queue; when full the OLDEST queued
-    exports are dropped (counted and logged) so that ingest never blocks on the downstream."""
+    """TRACEWARD_FORWARD_QUEUE_MAX_BYTES: bound of each signal's on-disk forwarding queue (traces and logs have
+    one each); when full the OLDEST queued exports are dropped (counted and logged) so that ingest never blocks
+    on the downstream."""
     forward_max_backoff_s: float = 30.0
     """TRACEWARD_FORWARD_MAX_BACKOFF_S: longest wait between retries while the downstream fails."""
     forward_timeout_s: float = 10.0
@@ -216,6 +221,10 @@ class Settings:
             raise ConfigError(f"{ENV_PREFIX}FORWARD_QUEUE_MAX_BYTES / {ENV_PREFIX}FORWARD_TIMEOUT_S: must be positive")
         if self.forward_protocol not in ("grpc", "http"):
             raise ConfigError(f"{ENV_PREFIX}FORWARD_PROTOCOL={self.forward_protocol!r}: grpc or http")
+        signals = self.forward_signal_names
+        if not signals or set(signals) - {"traces", "logs"}:
+            raise ConfigError(f"{ENV_PREFIX}FORWARD_SIGNALS={self.forward_signals!r}: traces and/or logs, "
+                              "comma-separated")
         if self.redaction not in ("on", "off"):
             raise ConfigError(f"{ENV_PREFIX}REDACTION={self.redaction!r}: on or off")
 
@@ -263,9 +272,14 @@ class Settings:
         return self.signing_key_path or self.data_dir / "signing-keys.pem"
 
     @property
-    def forward_queue_dir(self) -> Path:
-        """The on-disk forwarding queue (one file per queued export)."""
-        return self.data_dir / "forward-queue"
+    def forward_signal_names(self) -> tuple[str, ...]:
+        """TRACEWARD_FORWARD_SIGNALS as a tuple, in the order given, without repeats."""
+        return tuple(dict.fromkeys(name.strip() for name in self.forward_signals.split(",") if name.strip()))
+
+    def forward_queue_dir(self, signal: str) -> Path:
+        """A signal's on-disk forwarding queue (one file per queued export); traces keep the directory they had
+        before logs were forwarded, so exports queued then are sent after an upgrade."""
+        return self.data_dir / ("forward-queue" if signal == "traces" else f"forward-queue-{signal}")
 
     @property
     def ratelimit_path(self) -> Path:

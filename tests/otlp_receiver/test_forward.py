@@ -17,89 +17,65 @@ from google.protobuf import duration_pb2
 from google.rpc import code_pb2, error_details_pb2, status_pb2
 
 from otlp_receiver.decode import decode_request
-from otlp_receiver.forward import (
-    EXPORT_METHOD,
-    DiskQueue,
-    Forwarder,
+from otlp_receiver.encode import encode_request
+from otlp_receiver.forward import Forwarder, backoff_s
+from otlp_receiver.forward_queue import DiskQueue
+from otlp_receiver.forward_transport import (
+    TRACES,
     GrpcTransport,
     HttpTransport,
     SendOutcome,
-    backoff_s,
-    encode_request,
     parse_retry_after,
 )
 from otlp_receiver.ingest import IngestPipeline, Sequencer
 from otlp_receiver.model import RedactionMeta, RedactionRuleHit, Span
 from otlp_receiver.store.index import RunIndex
 from otlp_receiver.wal import WriteAheadLog
-from tests.factories import make_child, make_event, make_link, make_span
-
-
-def test_encode_request_round_trips_through_decode() -> None:
-    root = make_span(name="invoke_agent", kind=2, status_code=2, status_message="boom", flags=1,
-                     attributes={"s": "text", "i": 42, "f": 0.5, "b": True, "none": None, "list": [1, "two", 3.0],
-                                 "map": {"k": "v", "nested": {"deep": [True]}}},
-                     events=(make_event(),), links=(make_link(attributes={"why": "retry"}),),
-                     scope_version="1.2")
-    child = make_child(root, name="tool", resource={"service.name": "other"}, scope_name="other-scope")
-    sibling = make_child(root, name="model")
-    decoded = decode_request(encode_request([root, child, sibling])).spans
-    expected = {s.span_id: s for s in (root, child, sibling)}
-    assert len(decoded) == 3
-    for span in decoded:
-        assert span == expected[span.span_id]
-
-
-def test_encode_request_groups_by_resource_and_scope() -> None:
-    root = make_span()
-    spans = [root, make_child(root), make_child(root, scope_name="x"), make_child(root, resource={"service.name": "y"})]
-    request = encode_request(spans)
-    assert len(request.resource_spans) == 2
-    assert sorted(len(rs.scope_spans) for rs in request.resource_spans) == [1, 2]
+from tests.factories import make_child, make_span
 
 
 # -- the queue -----------------------------------------------------------------------------------------------
 def test_queue_is_fifo_and_survives_a_reopen(tmp_path: Path) -> None:
     queue = DiskQueue(tmp_path / "q", max_bytes=10_000)
     for i in range(3):
-        queue.put(f"body-{i}".encode(), spans=i + 1)
+        queue.put(f"body-{i}".encode(), items=i + 1)
     (tmp_path / "q" / "00000000000000000099-1.tmp").write_bytes(b"torn")  # an interrupted write
     reopened = DiskQueue(tmp_path / "q", max_bytes=10_000)
-    assert reopened.depth == 3 and reopened.depth_spans == 6
+    assert reopened.depth == 3 and reopened.depth_items == 6
     assert not list((tmp_path / "q").glob("*.tmp"))
     bodies = []
     while (head := reopened.peek()) is not None:
         bodies.append(head[1])
         reopened.ack(head[0])
     assert bodies == [b"body-0", b"body-1", b"body-2"]
-    reopened.put(b"after", spans=1)
+    reopened.put(b"after", items=1)
     assert reopened.peek()[0].seq == 4  # sequence numbers continue after a restart
 
 
 def test_full_queue_drops_the_oldest_and_counts_them(tmp_path: Path) -> None:
     queue = DiskQueue(tmp_path / "q", max_bytes=100)
     for i in range(10):
-        queue.put(bytes([i]) * 30, spans=2)
+        queue.put(bytes([i]) * 30, items=2)
     assert queue.depth == 3 and queue.size_bytes == 90
-    assert (queue.dropped_requests, queue.dropped_spans) == (7, 14)
+    assert (queue.dropped_requests, queue.dropped_items) == (7, 14)
     assert queue.peek()[1] == bytes([7]) * 30  # the newest three survive
     assert len(list((tmp_path / "q").iterdir())) == 3
 
 
 def test_full_queue_never_drops_the_export_being_sent(tmp_path: Path) -> None:
     queue = DiskQueue(tmp_path / "q", max_bytes=100)
-    queue.put(b"a" * 40, spans=1)
+    queue.put(b"a" * 40, items=1)
     in_flight, _ = queue.peek()
-    queue.put(b"b" * 40, spans=1)
-    queue.put(b"c" * 40, spans=1)  # must drop b, not a
+    queue.put(b"b" * 40, items=1)
+    queue.put(b"c" * 40, items=1)  # must drop b, not a
     queue.ack(in_flight)
     assert queue.peek()[1] == b"c" * 40 and queue.dropped_requests == 1
 
 
 def test_an_export_bigger_than_the_queue_is_dropped(tmp_path: Path) -> None:
     queue = DiskQueue(tmp_path / "q", max_bytes=10)
-    assert queue.put(b"x" * 11, spans=5) == 1
-    assert queue.depth == 0 and queue.dropped_spans == 5
+    assert queue.put(b"x" * 11, items=5) == 1
+    assert queue.depth == 0 and queue.dropped_items == 5
 
 
 # -- backoff and Retry-After -------------------------------------------------------------------------------
@@ -151,8 +127,8 @@ def wait_for(predicate: Any, timeout_s: float = 10.0) -> None:
 
 def test_forwarder_retries_until_delivered_in_order(tmp_path: Path, spans: list[Span]) -> None:
     transport = FakeTransport([SendOutcome(False, True, None, "down")] * 3)
-    forwarder = Forwarder(DiskQueue(tmp_path / "q", max_bytes=1 << 20), transport, base_backoff_s=0.01,
-                          max_backoff_s=0.02)
+    forwarder = Forwarder(DiskQueue(tmp_path / "q", max_bytes=1 << 20), transport, signal=TRACES,
+                          base_backoff_s=0.01, max_backoff_s=0.02)
     forwarder.start()
     try:
         forwarder.enqueue("t", spans[:1])
@@ -160,13 +136,13 @@ def test_forwarder_retries_until_delivered_in_order(tmp_path: Path, spans: list[
         wait_for(lambda: forwarder.sent_requests == 2)
     finally:
         forwarder.stop()
-    assert len(transport.sent) == 5 and forwarder.forward_queue_depth == 0
+    assert len(transport.sent) == 5 and forwarder.queue.depth == 0
     assert [decode_request(_request(b)).spans[0].span_id for b in transport.delivered] == [s.span_id for s in spans]
 
 
 def test_forwarder_drops_an_export_the_downstream_refuses(tmp_path: Path, spans: list[Span]) -> None:
     transport = FakeTransport([SendOutcome(False, False, None, "HTTP 400")])
-    forwarder = Forwarder(DiskQueue(tmp_path / "q", max_bytes=1 << 20), transport)
+    forwarder = Forwarder(DiskQueue(tmp_path / "q", max_bytes=1 << 20), transport, signal=TRACES)
     forwarder.start()
     try:
         forwarder.enqueue("t", spans[:1])
@@ -179,7 +155,7 @@ def test_forwarder_drops_an_export_the_downstream_refuses(tmp_path: Path, spans:
 
 def test_enqueue_never_raises(tmp_path: Path, spans: list[Span]) -> None:
     queue = DiskQueue(tmp_path / "q", max_bytes=1 << 20)
-    forwarder = Forwarder(queue, FakeTransport([]))
+    forwarder = Forwarder(queue, FakeTransport([]), signal=TRACES)
     (tmp_path / "q").rmdir()  # the queue directory vanished: the write fails
     forwarder.enqueue("t", spans)
     assert forwarder.enqueue_failures == 1
@@ -252,8 +228,7 @@ def grpc_downstream() -> Iterator[tuple[int, list[Any]]]:
 
 def test_grpc_transport_outcomes(grpc_downstream: tuple[int, list[Any]]) -> None:
     port, script = grpc_downstream
-    assert EXPORT_METHOD.endswith("/Export")
-    transport = GrpcTransport(f"127.0.0.1:{port}", headers={"Authorization": "Bearer x"}, timeout_s=5)
+    transport = GrpcTransport(f"127.0.0.1:{port}", signal=TRACES, headers={"Authorization": "Bearer x"}, timeout_s=5)
     script.extend([(grpc.StatusCode.UNAVAILABLE, 3), (grpc.StatusCode.RESOURCE_EXHAUSTED, None),
                    (grpc.StatusCode.RESOURCE_EXHAUSTED, 2), (grpc.StatusCode.INVALID_ARGUMENT, None)])
     body = encode_request([make_span()]).SerializeToString()
@@ -267,7 +242,7 @@ def test_grpc_transport_outcomes(grpc_downstream: tuple[int, list[Any]]) -> None
 
 
 def test_grpc_transport_when_nobody_listens() -> None:
-    transport = GrpcTransport("127.0.0.1:1", headers={}, timeout_s=2)
+    transport = GrpcTransport("127.0.0.1:1", signal=TRACES, headers={}, timeout_s=2)
     outcome = transport.send(b"")
     transport.close()
     assert not outcome.delivered and outcome.retryable
@@ -281,7 +256,7 @@ def test_http_transport_outcomes() -> None:
         requests.append(request)
         return answers.pop(0)
 
-    transport = HttpTransport("collector:4318", headers={"x-key": "k"}, timeout_s=5)
+    transport = HttpTransport("collector:4318", signal=TRACES, headers={"x-key": "k"}, timeout_s=5)
     transport.client = httpx.Client(transport=httpx.MockTransport(handler), headers=transport.client.headers)
     outcomes = [transport.send(b"body") for _ in range(3)]
     assert outcomes[0] == SendOutcome(False, True, 4.0, "HTTP 503")
@@ -292,7 +267,7 @@ def test_http_transport_outcomes() -> None:
 
 def test_the_sender_thread_stops_promptly_while_backing_off(tmp_path: Path, spans: list[Span]) -> None:
     transport = FakeTransport([SendOutcome(False, True, 60.0, "down")])
-    forwarder = Forwarder(DiskQueue(tmp_path / "q", max_bytes=1 << 20), transport, max_backoff_s=60)
+    forwarder = Forwarder(DiskQueue(tmp_path / "q", max_bytes=1 << 20), transport, signal=TRACES, max_backoff_s=60)
     forwarder.start()
     forwarder.enqueue("t", spans)
     wait_for(lambda: len(transport.sent) == 1)

@@ -1,4 +1,5 @@
-"""Forwarding to a real downstream: a second gRPC server on loopback implementing TraceService.
+"""Forwarding spans to a real downstream: a second gRPC server on loopback implementing TraceService (and LogsService,
+for ``test_forwarding_logs``).
 
 Spans arrive redacted with trace, span and parent ids kept, carrying the configured headers; while the
 downstream is down the on-disk queue grows and ingest does not wait, and everything arrives once it is back —
@@ -18,9 +19,11 @@ import grpc
 import httpx
 import orjson
 import pytest
+from opentelemetry.proto.collector.logs.v1 import logs_service_pb2
 from opentelemetry.proto.collector.trace.v1 import trace_service_pb2
+from opentelemetry.proto.logs.v1 import logs_pb2
 
-from otlp_receiver.forward import encode_request
+from otlp_receiver.encode import encode_request
 from otlp_receiver.model import Span, SpanId, StatusCode, TraceId
 from tests.live import INGEST_KEY, LiveServer, free_port, wait_until
 
@@ -30,12 +33,15 @@ SECRETS = ("sk-proj-Xq3v9LmT7rB2nW8yK4pD6sF1hJ0gA5cE", "ada.lovelace@example.org
 
 
 class Downstream:
-    """A TraceService on a fixed loopback port that records every request (and its metadata); can go down."""
+    """A TraceService and LogsService on a fixed loopback port that record every request (and its metadata);
+    can go down."""
 
     def __init__(self, port: int) -> None:
         self.port = port
         self.requests: list[trace_service_pb2.ExportTraceServiceRequest] = []
+        self.log_requests: list[logs_service_pb2.ExportLogsServiceRequest] = []
         self.raw: list[bytes] = []
+        self.raw_logs: list[bytes] = []
         self.metadata: list[dict[str, str]] = []
         self.server: grpc.Server | None = None
 
@@ -46,10 +52,18 @@ class Downstream:
             self.metadata.append({k: v for k, v in context.invocation_metadata() if isinstance(v, str)})
             return b""
 
+        def export_logs(body: bytes, context: grpc.ServicerContext) -> bytes:
+            self.raw_logs.append(body)
+            self.log_requests.append(logs_service_pb2.ExportLogsServiceRequest.FromString(body))
+            self.metadata.append({k: v for k, v in context.invocation_metadata() if isinstance(v, str)})
+            return b""
+
         self.server = grpc.server(futures.ThreadPoolExecutor(4))
-        self.server.add_generic_rpc_handlers((grpc.method_handlers_generic_handler(
-            "opentelemetry.proto.collector.trace.v1.TraceService",
-            {"Export": grpc.unary_unary_rpc_method_handler(export)}),))
+        self.server.add_generic_rpc_handlers((
+            grpc.method_handlers_generic_handler("opentelemetry.proto.collector.trace.v1.TraceService",
+                                                 {"Export": grpc.unary_unary_rpc_method_handler(export)}),
+            grpc.method_handlers_generic_handler("opentelemetry.proto.collector.logs.v1.LogsService",
+                                                 {"Export": grpc.unary_unary_rpc_method_handler(export_logs)})))
         assert self.server.add_insecure_port(f"127.0.0.1:{self.port}") == self.port
         self.server.start()
         return self
@@ -62,6 +76,10 @@ class Downstream:
     def span_ids(self) -> list[str]:
         return [s.span_id.hex() for r in self.requests for rs in r.resource_spans for ss in rs.scope_spans
                 for s in ss.spans]
+
+    def log_records(self) -> list[logs_pb2.LogRecord]:
+        return [lr for r in self.log_requests for rl in r.resource_logs for sl in rl.scope_logs
+                for lr in sl.log_records]
 
 
 @pytest.fixture
@@ -146,7 +164,7 @@ def test_outage_queues_on_disk_and_drains_also_across_a_restart(tmp_path: Path, 
         wait_until(lambda: queued(server) == 2, 10, what="the queue to hold the new exports")
     finally:
         server.stop()
-    assert re.search(r"forward queue depth 2 exports", server.log())
+    assert re.search(r"forwarding traces: queue depth 2 exports", server.log())
     downstream.start()
     server.start()  # the queue is on disk: the next start sends it
     try:
@@ -169,7 +187,8 @@ def test_a_full_queue_drops_the_oldest_and_counts_them(tmp_path: Path, downstrea
         wait_until(lambda: queued(server) == 0, 15, what="the queue to drain")
     finally:
         server.stop()
-    counts = re.findall(r"sent (\d+) exports / (\d+) spans; dropped (\d+) exports / (\d+) spans", server.log())
+    counts = re.findall(r"forwarding traces: .*sent (\d+) exports / (\d+) spans; dropped (\d+) exports / (\d+) spans",
+                        server.log())
     sent_exports, sent_spans, dropped_exports, dropped_spans = map(int, counts[-1])
     assert dropped_exports >= 4 and sent_exports + dropped_exports == 6 and sent_spans + dropped_spans == 30
     received = set(downstream.span_ids())

@@ -28,7 +28,7 @@ import pytest
 from deltalake import DeltaTable
 
 from otlp_receiver.chain import chain_hash, encode_payload, genesis_hash, step_record
-from otlp_receiver.forward import encode_request
+from otlp_receiver.encode import encode_request
 from otlp_receiver.model import Span, SpanId, StatusCode, TraceId
 from server.cli import main as cli_main
 from tests.live import ADMIN_KEY, INGEST_KEY, LiveServer

@@ -19,7 +19,7 @@ import httpx
 import orjson
 import pytest
 
-from otlp_receiver.forward import encode_request
+from otlp_receiver.encode import encode_request
 from otlp_receiver.model import Span, SpanId, StatusCode, TraceId
 from server.cli import main as cli_main
 from server.runtime import Runtime
