@@ -9,7 +9,8 @@ Kinds (each links to the step(s) it is about by ``seq``):
 - ``retry_storm``: ``RETRY_STORM_MIN_CALLS`` calls of one tool within ``RETRY_STORM_WINDOW_NS``
   of which at least ``RETRY_STORM_MIN_ERRORS`` failed;
 - ``abrupt_end``: a running run idle past the idle window, or a finished (not canceled) run
-  that produced no output at all;
+  that produced no output at all (model, span or log-content output: a conversation that
+  ends on a user turn never answered is one);
 - ``user_rejection``: a short negative user message right after an assistant message, seen in a
   model step's input messages;
 - ``cost_spike`` / ``latency_spike``: the run's cost / duration above the agent's recent p99
@@ -191,7 +192,8 @@ class _Step(NamedTuple):
     args: str | None
     """A tool step's payload ``input`` as JSON text (None when not recorded)."""
     has_output: bool
-    """A model or span step with a non-empty payload ``output``."""
+    """A model, span or artifact step with a non-empty payload ``output`` (an artifact: the content a model's
+    log records carried, ``otlp_receiver/log_content.py``)."""
     refused: str | None
     """The text saying access was refused, when it does."""
     payload: str | None
@@ -228,7 +230,7 @@ def _prepared_columns() -> list[pl.Expr]:
     ).fill_null(False)
     derived = {
         "args": pl.when(kind == "tool").then(payload.str.json_path_match("$.input")),
-        "has_output": kind.is_in(("model", "span")) & ~output.fill_null("").is_in(_NO_OUTPUT),
+        "has_output": kind.is_in(("model", "span", "artifact")) & ~output.fill_null("").is_in(_NO_OUTPUT),
         "refused": pl.when(error_text.str.contains(PERMISSION_DENIED_PATTERN))
         .then(error_text)
         .when(tool_refusal)

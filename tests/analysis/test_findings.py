@@ -154,6 +154,17 @@ def test_abrupt_end_when_finished_without_output() -> None:
     ]
 
 
+def test_content_from_log_records_is_output() -> None:
+    """A model's answer that came as OTLP log records is stored as an artifact step's ``output``."""
+    answer = {"output": [{"role": "assistant", "parts": [{"type": "text", "content": "sunny"}]}]}
+    answered = steps_frame([step("r1", 0, type="span"), step("r1", 1, type="artifact", payload=answer)])
+    assert scan_run(run("r1"), answered, now_ns=NOW, idle_window_ns=IDLE, agent_baseline=None) == []
+    unanswered = steps_frame([step("r1", 0, type="artifact", payload={"input": [{"role": "user"}]})])
+    assert kinds(scan_run(run("r1"), unanswered, now_ns=NOW, idle_window_ns=IDLE, agent_baseline=None)) == [
+        "abrupt_end"
+    ]
+
+
 def test_user_rejection_after_an_answer() -> None:
     history = messages(
         ("user", "book a flight"), ("assistant", "Booked LH 123"), ("user", "No, that's wrong")
