@@ -26,7 +26,7 @@ from sqlite_utils import Database
 
 from otlp_receiver.chain import chain_hash, genesis_hash, step_record
 from otlp_receiver.columns import STEP_COLUMN_NAMES
-from otlp_receiver.ingest import Sequencer
+from otlp_receiver.ingest import IDLE_END, Sequencer
 from otlp_receiver.model import StepType, make_step_id
 from otlp_receiver.pricing import PriceTable
 from otlp_receiver.progress import Progress
@@ -229,6 +229,10 @@ class Flusher:
                 batch.created.append((record["tenant"], record["project"], record["run"]))
             elif kind == "finish":
                 batch.finished.append(record)
+            elif kind == IDLE_END:
+                batch.finished.extend({"kind": IDLE_END, "tenant": tenant, "run_id": run_id, "finished_ns": finished_ns,
+                                       "step_count": step_count} for tenant, run_id, finished_ns, step_count
+                                      in record["runs"])
         return batch
 
     def _add_steps(self, batch: Batch, record: dict[str, Any]) -> None:

@@ -13,6 +13,7 @@ WAL record shapes (orjson):
   so the flusher neither re-parses payloads nor re-encodes them.
   {"kind": "run", "tenant", "project", "run": {...}}          REST POST /v1/runs
   {"kind": "finish", "tenant", "run_id", "status", "finished_ns"}
+  {"kind": "idle_end", "runs": [[tenant, run_id, finished_ns, step_count], ...]}   log-only runs found idle
 """
 
 from __future__ import annotations
@@ -69,6 +70,9 @@ AcceptedLogs = Callable[[str, Sequence[LogRecord]], None]
 """(tenant_id, records) called after a logs export's content steps are in the WAL, with the log records of the
 accepted steps (duplicates left out), masked by the same tenant rules and key as the stored steps. Injected by
 the server (forwarding downstream); it must neither raise nor block on the network."""
+
+IDLE_END = "idle_end"
+"""The WAL record kind that ends idle log-only runs (``store.runs.idle_log_only_runs``)."""
 
 _DRAFT_FIELDS = tuple(f.name for f in dataclasses.fields(StepDraft))
 Fields = dict[str, Any]
@@ -229,19 +233,19 @@ class IngestPipeline:
             self.on_accepted(tenant_id, clean)
         return result
 
-    def ingest_drafts(self, tenant_id: str, project_id: str, drafts: Sequence[StepDraft]) -> IngestResult:
-        """Append server-made steps (policy decisions, approvals) to the runs of their trace ids.
+    def ingest_drafts(self, tenant_id: str, project_id: str, drafts: Sequence[StepDraft], *,
+                      from_logs: bool = False) -> IngestResult:
+        """Append server-made steps (policy decisions, approvals; content steps from logs) to the runs of their
+        trace ids.
 
         The run need not exist yet (an agent asks before its spans are exported): it is created."""
         drafts = [self._redact_draft(tenant_id, d) for d in drafts]
-        summaries: dict[str, dict[str, Any]] = {
-            d.trace_id: _summary_dict(RunSummary(run_id=RunId(d.trace_id), first_start_ns=d.start_ns,
-                                                 last_end_ns=d.end_ns)) for d in drafts}
+        summaries = _draft_summaries(drafts, from_logs=from_logs)
         return self._append(tenant_id, project_id, [draft_fields(d) for d in drafts], summaries, {})
 
     def ingest_log_content(self, tenant_id: str, project_id: str, content: LogContent) -> IngestResult:
         """Make the content steps of a logs export durable, then hand their records to ``on_accepted_logs``."""
-        result = self.ingest_drafts(tenant_id, project_id, content.drafts)
+        result = self.ingest_drafts(tenant_id, project_id, content.drafts, from_logs=True)
         if self.on_accepted_logs is not None and result.accepted:
             records = [record for draft, group in zip(content.drafts, content.sources, strict=True)
                        if not result.duplicates or (draft.trace_id, draft.span_id) in result.accepted_keys
@@ -365,6 +369,13 @@ class IngestPipeline:
         with self._lock:
             self.sequencer.forget(tenant_id, run_ids)
 
+    def end_idle_runs(self, runs: Sequence[tuple[str, str, int, int]]) -> int:
+        """End log-only runs found idle: (tenant, run_id, finished_ns, step_count when found) each. Applied by the
+        flusher only to a run still running, log-only and at that step count; returns the WAL position."""
+        record = {"kind": IDLE_END, "runs": [list(run) for run in runs]}
+        with self._lock:
+            return self.wal.append(orjson.dumps(record))
+
     def finish_run(self, tenant_id: str, run_id: str, status: RunStatus, finished_ns: int) -> int:
         """Record an explicit finish (idempotent: the first finish wins)."""
         with self._lock:
@@ -373,6 +384,16 @@ class IngestPipeline:
             record = {"kind": "finish", "tenant": tenant_id, "run_id": run_id,
                       "status": status.value, "finished_ns": finished_ns}
             return self.wal.append(orjson.dumps(record))
+
+
+def _draft_summaries(drafts: Sequence[StepDraft], *, from_logs: bool) -> dict[str, dict[str, Any]]:
+    """One summary per run: its drafts' earliest start and latest end, and whether they came from logs."""
+    times: dict[str, tuple[int, int]] = {}
+    for d in drafts:
+        first, last = times.get(d.trace_id, (d.start_ns, d.end_ns))
+        times[d.trace_id] = (min(first, d.start_ns), max(last, d.end_ns))
+    return {run_id: _summary_dict(RunSummary(run_id=RunId(run_id), first_start_ns=first, last_end_ns=last,
+                                             from_logs=from_logs)) for run_id, (first, last) in times.items()}
 
 
 def _record_fields(record: LogRecord) -> dict[str, Any]:

@@ -237,6 +237,9 @@ class RunSummary:
     tags: Mapping[str, str] = field(default_factory=dict)
     first_start_ns: int | None = None
     last_end_ns: int | None = None
+    from_logs: bool = False
+    """The batch's steps of this run were made from OTLP log records, not spans: a run opened this way has no
+    root span to end it (``runs.log_only``), so it ends when idle."""
 
 
 @dataclass(frozen=True, slots=True)

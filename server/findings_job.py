@@ -10,8 +10,9 @@ findings with their ``finding.raised`` events in one transaction. Finding ids ar
 scanning a run twice (a crash between the scan and its commit, or an idle run that finishes later)
 refreshes findings instead of duplicating them.
 
-Every ``idle_check_s`` the job also queues running runs idle past ``idle_window_s`` (``abrupt_end``),
-and prunes events older than the stream's retention. Per-agent baselines (p99 cost and duration of
+Every ``idle_check_s`` the job also ends log-only runs idle past ``idle_window_s`` (``end_idle``: runs opened
+by log records alone, which nothing else ends; they are scanned once that end is flushed, as finished runs),
+queues the other running runs idle past it (``abrupt_end``), and prunes events older than the stream's retention. Per-agent baselines (p99 cost and duration of
 the last 7 days) are cached per tenant for ``BASELINE_TTL_S``.
 """
 
@@ -53,7 +54,8 @@ class FindingsJob:
 
     def __init__(self, index: RunIndex, steps: StepTable, *, idle_window_s: float, events_retention_s: float,
                  idle_check_s: float = 30.0, batch_runs: int = 500, min_round_s: float = 2.0,
-                 on_findings: Callable[[list[StoredFinding]], None] | None = None) -> None:
+                 on_findings: Callable[[list[StoredFinding]], None] | None = None,
+                 end_idle: Callable[[int, int], object] | None = None) -> None:
         self.index, self.steps = index, steps
         self.idle_window_ns = int(idle_window_s * 1e9)
         self.events_retention_ns = int(events_retention_s * 1e9)
@@ -61,6 +63,8 @@ class FindingsJob:
         self.batch_runs = batch_runs
         self.min_round_s = min_round_s
         self.on_findings = on_findings
+        self.end_idle = end_idle
+        """(now_ns, idle_ns) → ends the log-only runs idle that long (the server's, through the WAL)."""
         self._baselines: dict[str, tuple[float, dict[str, Baseline]]] = {}
         self._wake = threading.Event()
         self._stop = threading.Event()
@@ -132,9 +136,11 @@ class FindingsJob:
                 save_scan(self.index, tenant_id, [item], [], now_ns=now_ns)
 
     def housekeeping(self, *, now_ns: int | None = None) -> None:
-        """Queue idle runs, prune old events and old scan marks."""
+        """End idle log-only runs, queue the other idle runs, prune old events and old scan marks."""
         self._last_housekeeping = time.monotonic()
         now = time.time_ns() if now_ns is None else now_ns
+        if self.end_idle is not None:
+            self.end_idle(now, self.idle_window_ns)
         queue_idle_runs(self.index, now_ns=now, idle_ns=self.idle_window_ns)
         while prune_events(self.index, before_ns=now - self.events_retention_ns) > 0:
             pass

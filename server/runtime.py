@@ -32,6 +32,7 @@ from otlp_receiver.store.findings import StoredFinding
 from otlp_receiver.store.frames import RunFrameCache
 from otlp_receiver.store.index import RunIndex
 from otlp_receiver.store.keys import KeyRecord, KeyStore
+from otlp_receiver.store.runs import idle_log_only_runs
 from otlp_receiver.store.steps import StepTable
 from otlp_receiver.wal import WriteAheadLog
 from server.auth import Authenticator, jwt_verifier
@@ -157,12 +158,21 @@ class Runtime:
         self.findings_job = FindingsJob(
             self.index, self.steps, idle_window_s=settings.findings_idle_s,
             events_retention_s=settings.events_retention_s,
-            on_findings=self._count_findings)
+            on_findings=self._count_findings, end_idle=self._end_idle_log_runs)
         self.flusher.listeners.append(self._after_flush)
         self.run_frames = RunFrameCache(self.index)
         self.health_cache: dict[str, tuple[float, dict[str, Any]]] = {}
         self.closing = threading.Event()
         """Set when the server shuts down: open event streams end."""
+
+    def _end_idle_log_runs(self, now_ns: int, idle_ns: int) -> int:
+        """End the runs opened by log records alone that idled ``idle_ns`` (``store.runs.idle_log_only_runs``)."""
+        runs = idle_log_only_runs(self.index, now_ns=now_ns, idle_ns=idle_ns)
+        if runs:
+            self.pipeline.end_idle_runs(runs)
+            logger.info("ending %d log-only runs idle for %d s (no spans arrived for them)", len(runs),
+                        idle_ns // 10**9)
+        return len(runs)
 
     def _count_findings(self, new: list[StoredFinding]) -> None:
         for finding in new:

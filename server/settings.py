@@ -165,7 +165,8 @@ class Settings:
     events_heartbeat_s: float = 15.0
     """TRACEWARD_EVENTS_HEARTBEAT_S: idle seconds after which the event stream sends a comment line (heartbeat)."""
     findings_idle_s: float = 900.0
-    """TRACEWARD_FINDINGS_IDLE_S: a running run without activity this long is scanned (``abrupt_end``)."""
+    """TRACEWARD_FINDINGS_IDLE_S: a running run without activity this long is scanned (``abrupt_end``); one opened
+    by log records alone (no span ever arrived) ends ``succeeded`` instead, and is scanned as finished."""
 
     def __post_init__(self) -> None:
         for name in ("grpc_port", "otlp_http_port", "http_port"):

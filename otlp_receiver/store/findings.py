@@ -71,10 +71,13 @@ _QUEUE_SQL = ("INSERT INTO finding_scans (tenant_id, run_id, queued_ns) VALUES (
 
 
 def queue_idle_runs(index: RunIndex, *, now_ns: int, idle_ns: int, limit: int = 1000) -> int:
-    """Queue running runs without activity for ``idle_ns`` that changed since their last scan."""
+    """Queue running runs without activity for ``idle_ns`` that changed since their last scan.
+
+    Log-only runs are left out: they are not abrupt ends but runs without spans, which end when idle
+    (``runs.idle_log_only_runs``) and are scanned then, as finished runs."""
     cutoff = now_ns - idle_ns
     rows = index.query(
-        "SELECT r.tenant_id, r.run_id FROM runs r WHERE r.status = 'running' AND "
+        "SELECT r.tenant_id, r.run_id FROM runs r WHERE r.status = 'running' AND r.log_only = 0 AND "
         "(r.last_end_ns < ? OR (r.last_end_ns IS NULL AND r.started_ns < ?)) AND NOT EXISTS ("
         "SELECT 1 FROM finding_scans s WHERE s.tenant_id = r.tenant_id AND s.run_id = r.run_id AND "
         "(s.scanned_ns IS NULL OR s.run_updated_ns = r.updated_ns)) LIMIT ?", [cutoff, cutoff, limit])

@@ -311,3 +311,13 @@ def m012_event_ids_per_tenant(db: Database) -> None:
             {bump};
             {insert.format(type="approval.decided")};
         END""")
+
+
+@migrations()
+def m013_log_only_runs(db: Database) -> None:
+    """``runs.log_only``: 1 while every step of the run came from OTLP log records (its spans were sampled out
+    upstream, or have not arrived). Nothing else ends such a run, so it ends when idle (``store/runs.py``); the
+    partial index keeps the periodic look for idle ones to the few runs it concerns. Runs opened by logs before
+    this migration are not marked (nothing in the index tells their steps apart from span steps)."""
+    db.execute("ALTER TABLE runs ADD COLUMN log_only INTEGER NOT NULL DEFAULT 0")
+    db.execute("CREATE INDEX runs_log_only_running ON runs (updated_ns) WHERE log_only = 1 AND status = 'running'")

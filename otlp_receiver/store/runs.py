@@ -2,7 +2,8 @@
 
 Runs update incrementally as spans of a trace arrive in any order and many batches:
 summaries merge (earliest start, latest end, first non-empty name/service/agent...), the
-root's end sets the final status, and usage totals follow the §6.3 counting rules: a run's
+root's end sets the final status (a run opened by log records alone has no root: see :func:`idle_log_only_runs`),
+and usage totals follow the §6.3 counting rules: a run's
 ``UsageTally`` (kept in a ``TallyCache`` between batches while it runs) folds in the batch's spans; without a
 current tally (a restart, an eviction) they are recounted from the span index when the batch
 can change them.
@@ -17,6 +18,7 @@ from typing import TYPE_CHECKING, Any, NamedTuple
 import orjson
 from sqlite_utils import Database
 
+from otlp_receiver.ingest import IDLE_END
 from otlp_receiver.model import RunStatus, SpanId, StepDraft, StepType, TraceId
 from otlp_receiver.pricing import PriceTable
 from otlp_receiver.store.index import RunIndex
@@ -50,11 +52,10 @@ def apply_run_updates(index: RunIndex, batch: Batch, prices: PriceTable, *, chec
         for key, summaries in _touched_runs(batch).items():
             _update_run(db, key, summaries, batch, _Usage(prices, tallies), now)
         for fin in batch.finished:
-            before = _status(db, fin["tenant"], fin["run_id"])
-            _finish(db, fin, now)
-            batch.transitions[(fin["tenant"], fin["run_id"])] = (
-                batch.transitions.get((fin["tenant"], fin["run_id"]), (before, ""))[0],
-                _status(db, fin["tenant"], fin["run_id"]) or "")
+            key = (fin["tenant"], fin["run_id"])
+            before = _status(db, *key)
+            if _finish(db, fin, now):
+                batch.transitions[key] = (batch.transitions.get(key, (before, ""))[0], _status(db, *key) or "")
         for hook in hooks:
             hook(db, batch)
         db.execute("INSERT OR REPLACE INTO meta (key, value) VALUES (?, ?)", [checkpoint_key, str(batch.end)])
@@ -107,6 +108,10 @@ def _update_run(db: Database, key: tuple[str, str], summaries: list[dict[str, An
     tenant, run_id = key
     loaded = _load(db, tenant, run_id)
     row = loaded or _new_row(tenant, batch.projects.get(key, ""), run_id, now)
+    if loaded is None:  # a run opened by log records alone is log-only until any other step arrives
+        row["log_only"] = int(bool(summaries) and all(s.get("from_logs") for s in summaries))
+    elif any(not s.get("from_logs") for s in summaries):
+        row["log_only"] = 0
     head_before, facets_before = row["head_hash"], _facets(loaded) if loaded else None
     # A run created earlier in this same batch keeps its "before" (None): it is new to the batch's readers.
     before = batch.transitions[key][0] if key in batch.transitions else (loaded["status"] if loaded else None)
@@ -273,8 +278,44 @@ def _status(db: Database, tenant: str, run_id: str) -> str | None:
     return row[0] if row else None
 
 
-def _finish(db: Database, fin: dict[str, Any], now: int) -> None:
+def _finish(db: Database, fin: dict[str, Any], now: int) -> bool:
+    """Apply a finish record; False when an idle end no longer applies (the run changed since it was found idle)."""
+    if fin.get("kind") == IDLE_END:
+        return db.execute(
+            "UPDATE runs SET status = ?, finished_ns = ?, updated_ns = ? WHERE tenant_id = ? AND run_id = ? AND "
+            "status = 'running' AND log_only = 1 AND explicit_status IS NULL AND step_count = ?",
+            [RunStatus.SUCCEEDED.value, fin["finished_ns"], now, fin["tenant"], fin["run_id"], fin["step_count"]],
+        ).rowcount > 0
     db.execute(
         "UPDATE runs SET explicit_status = coalesce(explicit_status, ?), status = coalesce(explicit_status, ?), "
         "finished_ns = coalesce(finished_ns, ?), updated_ns = ? WHERE tenant_id = ? AND run_id = ?",
         [fin["status"], fin["status"], fin["finished_ns"], now, fin["tenant"], fin["run_id"]])
+    return True
+
+
+# -- runs opened by log records alone ----------------------------------------------------------------------
+
+class IdleRun(NamedTuple):
+    """A log-only run found idle: what its end records."""
+
+    tenant_id: str
+    run_id: str
+    last_activity_ns: int
+    """Its last record's time (its first, if times went backwards): the end time it gets."""
+    step_count: int
+    """Its steps when found idle: the end applies only if no step arrived since."""
+
+
+def idle_log_only_runs(index: RunIndex, *, now_ns: int, idle_ns: int, limit: int = 1000) -> list[IdleRun]:
+    """Running log-only runs to which nothing arrived for ``idle_ns`` (by the server's clock).
+
+    Such a run was opened by log records whose trace's spans Traceward never got (sampled out upstream): no
+    root span will end it, and a finish call only comes for REST runs. The server ends them as ``succeeded``
+    (nothing reported an error, as for a root span whose status is unset) at their last record's time, through
+    the WAL (``IngestPipeline.end_idle_runs``), so runs, events, metrics, seals and findings see an ordinary finish. Not
+    explicit: a root span that turns up later still sets the status it says."""
+    rows = index.reader.conn.execute(
+        "SELECT tenant_id, run_id, max(coalesce(last_end_ns, 0), started_ns), step_count FROM runs "
+        "WHERE log_only = 1 AND status = 'running' AND updated_ns < ? AND explicit_status IS NULL LIMIT ?",
+        [now_ns - idle_ns, limit]).fetchall()
+    return [IdleRun(*row) for row in rows]
