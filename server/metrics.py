@@ -13,6 +13,10 @@ Series (process-lifetime counters: they restart at 0 with the process, as Promet
                                                           when it is a process)
     traceward_flusher_stalled                             gauge: 1 while it is stalled (until a thread moves again
                                                           or a process's successor is ready)
+    traceward_ready                                       gauge: 1 while GET /readyz answers 200
+    traceward_not_ready{reason}                           gauge: 1 while that reason holds (server/readiness.py:
+                                                          flusher_restarting | flusher_stalled | ingest_overloaded |
+                                                          data_dir_not_writable | disk_full)
     traceward_http_request_duration_seconds{method,route,code}  route = the path *template*; code = 2xx…5xx
     traceward_decisions_total{outcome}                    allow | deny | require_approval | break_glass
     traceward_approvals_total{outcome}                    approved | denied | expired
@@ -80,6 +84,7 @@ from otlp_receiver.store.index import RunIndex
 from server.auth import PUBLIC
 from server.errors import status_for
 from server.flushing import FlushedSteps
+from server.readiness import REASONS, NotReady
 
 logger = logging.getLogger(__name__)
 
@@ -281,6 +286,23 @@ class StoreCollector(Collector):
             family, outcome = _DECISION_ACTIONS.get(action, ("decisions", decision or OTHER))
             self._counts[(family, outcome)] = self._counts.get((family, outcome), 0) + 1
             self._audit_id = max(self._audit_id, audit_id)
+
+
+class ReadinessCollector(Collector):
+    """Scrape-time readiness: the same check as ``GET /readyz``, one gauge per reason (a closed set)."""
+
+    def __init__(self, check: Callable[[], Sequence[NotReady]]) -> None:
+        self.check = check
+
+    def collect(self) -> Iterable[Any]:
+        """Called by prometheus_client on every scrape."""
+        holding = {r.reason for r in self.check()}
+        yield _gauge("traceward_ready", "1 while GET /readyz answers 200", float(not holding))
+        family = GaugeMetricFamily("traceward_not_ready", "1 while this reason keeps the server not ready",
+                                   labels=["reason"])
+        for reason in REASONS:
+            family.add_metric([reason], float(reason in holding))
+        yield family
 
 
 def _gauge(name: str, documentation: str, value: float) -> GaugeMetricFamily:

@@ -37,12 +37,20 @@ from otlp_receiver.store.steps import StepTable
 from otlp_receiver.wal import WriteAheadLog
 from server.auth import Authenticator, jwt_verifier
 from server.findings_job import FindingsJob
-from server.flushing import FlushedSteps, FlusherProcess, RemoteRetention, build_flusher, build_retention
+from server.flushing import (
+    RESTART_DELAY_S,
+    FlushedSteps,
+    FlusherProcess,
+    RemoteRetention,
+    build_flusher,
+    build_retention,
+)
 from server.forwarding import ForwardCollector, forwarders_from_settings
 from server.governance_wiring import governance_from_settings
 from server.locks import FLUSHER_LOCK, SERVER_LOCK, DataDirLock
-from server.metrics import Metrics, ObservedTraceServicer, StoreCollector
+from server.metrics import Metrics, ObservedTraceServicer, ReadinessCollector, StoreCollector
 from server.ratelimit import RateLimiter, limited_ingest_identity
+from server.readiness import OVERLOAD_RETRY_AFTER_S, IngestLoad, Readiness, StorageProbe
 from server.redaction import TenantRedaction, load_master_key, load_policy_doc
 from server.retention import RetentionJob
 from server.sealing import RunSealer
@@ -98,6 +106,8 @@ class Runtime:
         self._wire_analytics(settings)
         self.watchdog = self._flusher_watchdog(settings)
         self.metrics.flusher_stalled.set_function(lambda: float(self.flusher_stalled))
+        self.readiness = self._readiness(settings)
+        self.metrics.registry.register(ReadinessCollector(self.readiness.check))
         self.grpc_server: grpc.Server | None = None
         self.grpc_port = 0
         self.spans_accepted = 0
@@ -141,6 +151,18 @@ class Runtime:
                                last_progress=lambda: flusher.progress.alive_at(time.monotonic(),
                                                                                max_busy_s=max_busy_s),
                                on_stall=self._count_stall(_thread_stall))
+
+    def _readiness(self, settings: Settings) -> Readiness:
+        """What ``GET /readyz`` checks (``server/readiness.py``). A disk is full when one more export of the
+        largest size accepted would not fit."""
+        flusher = self.flusher
+        process = isinstance(flusher, FlusherProcess)
+        storage = StorageProbe([("data directory", settings.data_dir), ("write-ahead log directory", settings.wal_dir)],
+                               min_free_bytes=max(settings.max_message_bytes, settings.max_http_body_bytes))
+        return Readiness(flusher_restarting=lambda: isinstance(flusher, FlusherProcess) and flusher.starting,
+                         flusher_stalled=lambda: self.flusher_stalled,
+                         flusher_retry_after_s=RESTART_DELAY_S if process else None,
+                         ingest_load=self.ingest_load, storage=storage)
 
     def _count_stall(self, remedy: Callable[[], str]) -> Callable[[], str]:
         def on_stall() -> str:
@@ -260,9 +282,9 @@ class Runtime:
 
     def ingest_spans(self, identity: IngestIdentity, spans: Sequence[Span]) -> IngestResult:
         """The OTLP sink: shed load when the flusher is far behind, else make spans durable."""
-        if self._backlog_is_full():
+        if self.ingest_load().overloaded:
             self.metrics.observe_rejected_spans(len(spans), "overloaded")
-            raise OverloadedError("ingest backlog is full; retry later", retry_after_s=2.0)
+            raise OverloadedError("ingest backlog is full; retry later", retry_after_s=OVERLOAD_RETRY_AFTER_S)
         result = self.pipeline.ingest_spans(identity.tenant_id, identity.project_id, spans)
         self.metrics.observe_ingest(result)
         self.spans_accepted += result.accepted
@@ -275,14 +297,16 @@ class Runtime:
         backlog limit sheds load."""
         result = None
         if content.drafts:
-            if self._backlog_is_full():
-                raise OverloadedError("ingest backlog is full; retry later", retry_after_s=2.0)
+            if self.ingest_load().overloaded:
+                raise OverloadedError("ingest backlog is full; retry later", retry_after_s=OVERLOAD_RETRY_AFTER_S)
             result = self.pipeline.ingest_log_content(identity.tenant_id, identity.project_id, content)
         self.metrics.observe_logs(content, result)
         return result
 
-    def _backlog_is_full(self) -> bool:
-        return self.wal.bytes_after(self.flusher.checkpoint()) > self.settings.wal_max_bytes
+    def ingest_load(self) -> IngestLoad:
+        """The unflushed WAL against TRACEWARD_WAL_MAX_BYTES: the one decision of whether ingest sheds load,
+        read by ingest (429 / RESOURCE_EXHAUSTED), ``/healthz``, ``/readyz`` and ``/metrics`` alike."""
+        return IngestLoad(self.wal.bytes_after(self.flusher.checkpoint()), self.settings.wal_max_bytes)
 
     def bootstrap_keys(self) -> list[tuple[str, KeyRecord]]:
         """Create the configured bootstrap keys (idempotent); returns (key, record) pairs."""
