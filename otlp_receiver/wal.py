@@ -7,11 +7,17 @@ the process was killed, hence never acknowledged — is cut off so new records d
 follow garbage. The flusher reads from its checkpoint and, once the records are in
 the stores, drops the segments that lie wholly before it.
 
+A failed append (a full disk, an I/O error) may have written part of its record: that part is cut off
+again, so the next record follows the last whole one. Left in place, the torn record would stop every reader,
+and every record after it, acknowledged or not, would be unreadable (and cut off as a torn tail at the next
+start). A record written whole whose fsync failed stays: it is not acknowledged, and a retry is a duplicate.
+
 Thread-safe: one lock serialises appends; readers open their own file handles.
 """
 
 from __future__ import annotations
 
+import io
 import logging
 import os
 import struct
@@ -54,10 +60,12 @@ class WriteAheadLog:
         try:
             self.directory.mkdir(parents=True, exist_ok=True)
             self._segment = self._recover()
-            self._file = open(self._path(self._segment), "ab")  # noqa: SIM115 - held for the log's lifetime
+            self._file = self._open(self._segment)
         except OSError as exc:
             raise StorageError(f"cannot open write-ahead log in {self.directory}: {exc}") from exc
-        self._offset = self._file.tell()
+        self._offset = self._file.seek(0, os.SEEK_END)
+        self._torn = False
+        """Part of a failed record may still follow ``_offset`` (cutting it off failed too)."""
 
     # -- writing ---------------------------------------------------------------------------------------------
 
@@ -68,18 +76,40 @@ class WriteAheadLog:
         frame = _HEADER.pack(len(payload), zlib.crc32(payload)) + payload
         with self._lock:
             try:
+                if self._torn:
+                    self._cut_torn_record()
                 if self._offset and self._offset + len(frame) > self.segment_bytes:
                     self._rotate()
-                self._file.write(frame)
-                self._file.flush()
-                if self.fsync:
-                    os.fsync(self._file.fileno())
+                self._write_whole(frame)
             except OSError as exc:
+                self._cut_torn_record_or_remember()
                 raise StorageError(f"write-ahead log append failed: {exc}") from exc
             self._offset += len(frame)
             end = make_position(self._segment, self._offset)
             self._new_data.notify_all()
+            if self.fsync:
+                try:
+                    os.fsync(self._file.fileno())
+                except OSError as exc:
+                    raise StorageError(f"write-ahead log fsync failed: {exc}") from exc
         return end
+
+    def _write_whole(self, frame: bytes) -> None:
+        """Write all of ``frame`` (unbuffered: a write may take only part of it, the next one raise)."""
+        view = memoryview(frame)
+        while view:
+            view = view[self._file.write(view):]
+
+    def _cut_torn_record(self) -> None:
+        os.ftruncate(self._file.fileno(), self._offset)
+        self._torn = False
+
+    def _cut_torn_record_or_remember(self) -> None:
+        try:
+            self._cut_torn_record()
+        except OSError:
+            self._torn = True
+            logger.exception("write-ahead log: cannot cut off a failed append's partial record yet")
 
     def end_position(self) -> int:
         """Position after the last appended record."""
@@ -95,10 +125,15 @@ class WriteAheadLog:
             return make_position(self._segment, self._offset) > after
 
     def _rotate(self) -> None:
+        """Continue in a new segment (opened before the current one is closed: a failed open changes nothing)."""
+        new = self._open(self._segment + 1)
         self._file.close()
         self._segment += 1
-        self._file = open(self._path(self._segment), "ab")  # noqa: SIM115
+        self._file = new
         self._offset = 0
+
+    def _open(self, segment: int) -> io.FileIO:
+        return open(self._path(segment), "ab", buffering=0)  # noqa: SIM115 - held until the next rotation
 
     # -- reading ---------------------------------------------------------------------------------------------
 

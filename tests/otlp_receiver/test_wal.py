@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import json
 import struct
+import subprocess
+import sys
 import threading
 import zlib
 from pathlib import Path
@@ -140,6 +143,38 @@ def test_torn_tail_is_cut_on_reopen(wal_dir: Path, torn: bytes) -> None:
     assert end == make_position(0, split_position(good[-1])[1] + HEADER.size + 5)
     reopened.close()
     assert read_all(WriteAheadLog(wal_dir)) == [b"one", b"two", b"three"]
+
+
+FULL_DISK = """
+import json, resource, signal, sys
+from otlp_receiver.errors import StorageError
+from otlp_receiver.wal import WriteAheadLog
+signal.signal(signal.SIGXFSZ, signal.SIG_IGN)  # over the limit, a write fails (EFBIG) instead of killing us
+wal = WriteAheadLog(sys.argv[1], fsync=True)
+soft, hard = resource.getrlimit(resource.RLIMIT_FSIZE)
+ends = [wal.append(b"a" * 10_000)]
+resource.setrlimit(resource.RLIMIT_FSIZE, (15_000, hard))  # the next record fits only in part, as on a full disk
+try:
+    wal.append(b"b" * 10_000)
+    refused = None
+except StorageError as exc:
+    refused = exc.message
+resource.setrlimit(resource.RLIMIT_FSIZE, (soft, hard))  # space again
+ends.append(wal.append(b"c" * 10_000))
+print(json.dumps({"refused": refused, "ends": ends}))
+"""
+
+
+def test_an_append_that_fails_part_way_leaves_nothing_behind(wal_dir: Path) -> None:
+    """A real short write then a failing one (RLIMIT_FSIZE, in a process of its own): the part written is cut
+    off, so the records acknowledged after it stay readable, and are not cut off as a torn tail on reopening."""
+    run = subprocess.run([sys.executable, "-c", FULL_DISK, str(wal_dir)], capture_output=True, text=True,
+                         check=True, cwd=Path(__file__).resolve().parents[2])
+    result = json.loads(run.stdout)
+    assert result["refused"].startswith("write-ahead log append failed")
+    wal = WriteAheadLog(wal_dir)
+    assert [(p[:1], end) for p, end in wal.read_from(0)] == [(b"a", result["ends"][0]), (b"c", result["ends"][1])]
+    assert wal.end_position() == result["ends"][1]
 
 
 def test_torn_tail_in_a_fresh_segment_after_rotation(wal_dir: Path) -> None:
