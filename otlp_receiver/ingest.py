@@ -44,7 +44,7 @@ from otlp_receiver.model import (
 )
 from otlp_receiver.priority import CHECK_EVERY_SPANS, no_pause, paced
 from otlp_receiver.store.index import RunIndex
-from otlp_receiver.wal import WriteAheadLog
+from otlp_receiver.wal import NotAppendedError, WriteAheadLog
 
 
 class Redaction(Protocol):
@@ -169,6 +169,15 @@ class Sequencer:
             state.next_seq += 1
         return out
 
+    def release(self, tenant_id: str, run_id: str, span_ids: Sequence[str]) -> None:
+        """Give back the seqs just assigned to these span ids (all of them fresh, nothing assigned since):
+        their record never reached the WAL, so a retry must get them again, not be taken for a duplicate."""
+        state = self._runs.get((tenant_id, run_id))
+        if state is None:
+            return  # evicted meanwhile: reloaded from the index, which never saw them
+        state.seen.difference_update(span_ids)
+        state.next_seq -= len(span_ids)
+
     def mark_pending(self, tenant_id: str, run_ids: Iterable[str], position: int) -> None:
         """Record that these runs have WAL records up to ``position`` not yet flushed."""
         for run_id in run_ids:
@@ -276,10 +285,22 @@ class IngestPipeline:
             items = self._sequence(tenant_id, by_run, bindings)
             record = {"kind": "steps", "tenant": tenant_id, "project": project_id,
                       "received_ns": time.time_ns(), "runs": summaries, "items": items}
-            position = self.wal.append(orjson.dumps(record))
+            position = self._append_or_release(tenant_id, record, items)
             self.sequencer.mark_pending(tenant_id, by_run, position)
         keys = frozenset((item[0], item[2]["span_id"]) for item in items) if len(items) < len(drafts) else frozenset()
         return IngestResult(len(items), len(drafts) - len(items), position, keys)
+
+    def _append_or_release(self, tenant_id: str, record: dict[str, Any], items: Sequence[Sequence[Any]]) -> int:
+        """Append a steps record; if it never reached the WAL (a full disk), give its seqs back first."""
+        try:
+            return self.wal.append(orjson.dumps(record))
+        except NotAppendedError:
+            by_run: dict[str, list[str]] = {}
+            for item in items:
+                by_run.setdefault(item[0], []).append(item[2]["span_id"])
+            for run_id, span_ids in by_run.items():
+                self.sequencer.release(tenant_id, run_id, span_ids)
+            raise
 
     def _redact_spans(self, tenant_id: str, spans: Sequence[Span]) -> list[tuple[Span, Fields]]:
         """Redact first, so names, run summaries, error text and payload all derive from safe data.
@@ -325,7 +346,11 @@ class IngestPipeline:
                 raise ConflictError(f"run {run['run_id']} already exists")
             self.sequencer.entry(tenant_id, run["run_id"])
             record = {"kind": "run", "tenant": tenant_id, "project": project_id, "run": run}
-            position = self.wal.append(orjson.dumps(record))
+            try:
+                position = self.wal.append(orjson.dumps(record))
+            except NotAppendedError:
+                self.sequencer.forget(tenant_id, [run["run_id"]])  # it does not exist: a retry must create it
+                raise
             self.sequencer.mark_pending(tenant_id, [run["run_id"]], position)
         return position
 
@@ -345,7 +370,7 @@ class IngestPipeline:
             items = [wal_item(run_id, seq, d, bindings.get(d.span_id)) for seq, d in zip(seqs, drafts, strict=True)]
             record = {"kind": "steps", "tenant": tenant_id, "project": project_id,
                       "received_ns": time.time_ns(), "runs": {}, "items": items}
-            position = self.wal.append(orjson.dumps(record))
+            position = self._append_or_release(tenant_id, record, items)
             self.sequencer.mark_pending(tenant_id, [run_id], position)
         return seqs, position
 

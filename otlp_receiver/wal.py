@@ -10,7 +10,8 @@ the stores, drops the segments that lie wholly before it.
 A failed append (a full disk, an I/O error) may have written part of its record: that part is cut off
 again, so the next record follows the last whole one. Left in place, the torn record would stop every reader,
 and every record after it, acknowledged or not, would be unreadable (and cut off as a torn tail at the next
-start). A record written whole whose fsync failed stays: it is not acknowledged, and a retry is a duplicate.
+start). Such a failure raises ``NotAppendedError``: the caller may give the record's seqs out again. A record
+written whole whose fsync failed stays (a plain ``StorageError``): it will be flushed, so a retry is a duplicate.
 
 Thread-safe: one lock serialises appends; readers open their own file handles.
 """
@@ -35,6 +36,10 @@ _HEADER = struct.Struct("<II")
 _SEGMENT_SHIFT = 40
 _OFFSET_MASK = (1 << _SEGMENT_SHIFT) - 1
 MAX_RECORD_BYTES = 256 * 1024 * 1024
+
+
+class NotAppendedError(StorageError):
+    """The append failed and nothing of its record is in the log: what it would have taken may be reused."""
 
 
 def make_position(segment: int, offset: int) -> int:
@@ -72,7 +77,7 @@ class WriteAheadLog:
     def append(self, payload: bytes) -> int:
         """Append one record durably; returns the position just after it."""
         if len(payload) > MAX_RECORD_BYTES:
-            raise StorageError("write-ahead log record too large")
+            raise NotAppendedError("write-ahead log record too large")
         frame = _HEADER.pack(len(payload), zlib.crc32(payload)) + payload
         with self._lock:
             try:
@@ -83,7 +88,7 @@ class WriteAheadLog:
                 self._write_whole(frame)
             except OSError as exc:
                 self._cut_torn_record_or_remember()
-                raise StorageError(f"write-ahead log append failed: {exc}") from exc
+                raise NotAppendedError(f"write-ahead log append failed: {exc}") from exc
             self._offset += len(frame)
             end = make_position(self._segment, self._offset)
             self._new_data.notify_all()
