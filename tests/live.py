@@ -47,6 +47,8 @@ class LiveServer:
     extra_env: dict[str, str] = field(default_factory=dict)
     own_process_group: bool = False
     """Start it in a session (process group) of its own, so a test can signal the whole group."""
+    launcher: tuple[str, ...] = ()
+    """A command that execs the server command it is given (it must keep the pid: ``unshare``, ``sh -c 'exec'``)."""
     proc: subprocess.Popen[bytes] | None = None
     log_path: Path | None = None
 
@@ -62,17 +64,22 @@ class LiveServer:
 
     def start(self, timeout_s: float = 60.0) -> LiveServer:
         """Start the process and wait until it answers /healthz."""
+        self.launch()
+        wait_until(self._healthy, timeout_s, what="server to answer /healthz")
+        return self
+
+    def launch(self) -> LiveServer:
+        """Start the process, without waiting for it to serve."""
         env = {**os.environ, "TRACEWARD_BOOTSTRAP_INGEST_KEY": INGEST_KEY,
                "TRACEWARD_BOOTSTRAP_ADMIN_KEY": ADMIN_KEY, **self.extra_env}
         self.log_path = self.data_dir.parent / f"{self.data_dir.name}-server.log"
         log = open(self.log_path, "ab")  # noqa: SIM115 - handed to the child process
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "server", "serve", "--data-dir", str(self.data_dir),
+            [*self.launcher, sys.executable, "-m", "server", "serve", "--data-dir", str(self.data_dir),
              "--grpc-port", str(self.grpc_port), "--otlp-http-port", str(self.otlp_http_port),
              "--http-port", str(self.http_port)], env=env, stdout=log, stderr=subprocess.STDOUT,
             start_new_session=self.own_process_group)
         log.close()
-        wait_until(self._healthy, timeout_s, what="server to answer /healthz")
         return self
 
     def _healthy(self) -> bool:

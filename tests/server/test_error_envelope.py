@@ -20,6 +20,7 @@ from tests.live import ADMIN_KEY, INGEST_KEY, LiveServer
 
 DOCUMENTED_OPERATIONS = {
     ("/healthz", "get"),
+    ("/readyz", "get"),
     ("/v1/runs", "get"),
     ("/v1/runs", "post"),
     ("/v1/runs/{run_id}", "get"),

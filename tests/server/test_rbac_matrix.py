@@ -52,6 +52,7 @@ KNOWN_PERMISSIONS = frozenset().union(*PERMISSIONS.values()) | {PUBLIC}
 # Explicit expectations where the generic rule only says "allowed": (method, path) → {caller: status}.
 EXPLICIT: dict[tuple[str, str], dict[str, int]] = {
     ("GET", "/healthz"): dict.fromkeys(CALLERS, 200),
+    ("GET", "/readyz"): dict.fromkeys(CALLERS, 200),
     ("GET", "/schema/openapi.json"): dict.fromkeys(CALLERS, 200),
     ("GET", "/v1/runs"): {"viewer": 200, "approver": 200, "admin": 200, "other_admin": 200},
     ("GET", "/v1/runs/{run_id}"): {"viewer": 200, "approver": 200, "admin": 200, "other_admin": 404},

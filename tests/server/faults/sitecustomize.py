@@ -7,6 +7,8 @@ at start-up in the server and in the flusher process it spawns. Each fault is of
 - ``TW_FAULT_SLOW_COMPACT_S``: the first compaction takes this much longer (a large partition), inside the
   flusher's real busy region; logs ``fault: slow compaction done`` at the end.
 - ``TW_FAULT_BLOCK_APPEND_FILE``: while this file exists, a step-table append hangs (I/O wedged).
+- ``TW_FAULT_HOLD_START_FILE``: while this file exists, a flusher process that starts waits before its start-up
+  drain (as for an orphaned flusher's lock, or a long write-ahead log); logs ``fault: flusher start held``.
 """
 
 from __future__ import annotations
@@ -26,6 +28,7 @@ def _install() -> None:
     compact_every_s = os.environ.get("TW_FAULT_COMPACT_EVERY_S")
     slow_compact_s = os.environ.get("TW_FAULT_SLOW_COMPACT_S")
     block_file = os.environ.get("TW_FAULT_BLOCK_APPEND_FILE")
+    hold_file = os.environ.get("TW_FAULT_HOLD_START_FILE")
     if compact_every_s:
         init = Flusher.__init__
 
@@ -54,6 +57,23 @@ def _install() -> None:
             append(self, rows, wal_end=wal_end)
 
         StepTable.append = wedged_append  # type: ignore[method-assign]
+    if hold_file:
+        _hold_flusher_start(hold_file)
+
+
+def _hold_flusher_start(hold_file: str) -> None:
+    from server.flusher_child import FlusherChild
+
+    run = FlusherChild.run
+
+    def held_run(self: FlusherChild) -> None:
+        if os.path.exists(hold_file):
+            logger.warning("fault: flusher start held")
+        while os.path.exists(hold_file):
+            time.sleep(0.05)
+        run(self)
+
+    FlusherChild.run = held_run  # type: ignore[method-assign]
 
 
 if any(name.startswith("TW_FAULT_") for name in os.environ):
