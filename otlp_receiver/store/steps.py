@@ -13,20 +13,31 @@ started (the span index does) passes ``started_within`` and skips files and row 
 statistics instead. Compaction bin-packs the small files of a partition into files of up to
 ``COMPACT_TARGET_BYTES``, one at a time, so its memory is bounded by one output file, never by the
 partition (a z-order of a whole tenant-day held it all: ~900 MiB at 500,000 steps).
+
+A damaged data file (missing from disk while the log lists it, or not the bytes the log recorded) fails every
+Delta delete of its partition. :meth:`StepTable.remove_damaged` finds such files and removes from the table,
+through deltalake's own remove actions and vacuum, those the caller shows to hold nothing it must keep.
 """
 
 from __future__ import annotations
 
 import logging
+import os
+import shutil
 import threading
-from collections.abc import Mapping, Sequence
+import time
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+from urllib.parse import unquote
 
 import polars as pl
 import pyarrow as pa
+import pyarrow.parquet as pq
 from deltalake import CommitProperties, DeltaTable, Transaction, WriterProperties, write_deltalake
 from deltalake.exceptions import DeltaError, TableNotFoundError
+from deltalake.transaction import AddAction, RemoveAction, create_table_with_add_actions
 
 from otlp_receiver.columns import PARTITION_COLUMNS, STEP_COLUMNS
 from otlp_receiver.errors import StorageError
@@ -43,6 +54,35 @@ _SORT_KEYS = [("run_id", "ascending"), ("seq", "ascending")]
 _PRUNING_COLUMNS = ("path", "partition.tenant_id", "partition.day", "min.start_ns", "max.start_ns")
 COMPACT_TARGET_BYTES = 64 * 2**20
 """Compacted file size: files this big are left alone; smaller ones are merged up to it."""
+_FILE_COLUMNS = ("path", "size_bytes", "partition.tenant_id", "partition.day", "min.run_id", "max.run_id",
+                 "min.start_ns", "max.start_ns", "null_count.start_ns")
+
+
+@dataclass(frozen=True, slots=True)
+class StepFile:
+    """A data file of the step table, as its add action in the Delta log describes it.
+
+    The bounds are the file's Delta statistics, computed from its rows when it was written (a long string's
+    bound is truncated outward), so damage to the file afterwards leaves them true; None = not recorded."""
+
+    path: str
+    """Relative to the table, as the file is named on disk (the log's path, percent-decoded once)."""
+    tenant_id: str
+    day: str
+    size: int
+    """Bytes, as the log recorded them (Delta reads the footer at this offset)."""
+    run_ids: tuple[str | None, str | None]
+    start_ns: tuple[int | None, int | None]
+
+
+@dataclass(frozen=True, slots=True)
+class DamagedFile:
+    """A data file a Delta delete cannot rewrite, and what :meth:`StepTable.remove_damaged` did with it."""
+
+    file: StepFile
+    local_path: str
+    problem: str
+    removed: bool
 
 
 class StepTable:
@@ -109,13 +149,117 @@ class StepTable:
             return metrics
 
     def delete(self, predicate: str) -> None:
-        """Delete rows matching a SQL predicate, then vacuum so the bytes are really gone."""
+        """Delete rows matching a SQL predicate, then vacuum so the bytes are really gone.
+
+        Raises:
+            StorageError: Delta could not rewrite a file of the matching partitions (a damaged one, say:
+                :meth:`remove_damaged`) or write the result; nothing was deleted then.
+        """
         with self._lock:
             if self._dt is None:
                 return
-            self._dt.delete(predicate)
-            self._dt.vacuum(retention_hours=0, enforce_retention_duration=False, dry_run=False)
+            shutil.rmtree(self._scratch(), ignore_errors=True)  # a probe's, left by a crash: it links old bytes
+            try:
+                self._dt.delete(predicate)
+                self._vacuum()
+            except (DeltaError, OSError) as exc:
+                self._refresh_or_reopen()
+                raise StorageError(f"step table delete failed: {exc}") from exc
+
+    def remove_damaged(self, tenant_id: str, days: Sequence[str], *, removable: Callable[[StepFile], bool],
+                       replay: str | None = None) -> list[DamagedFile]:
+        """Find the damaged data files of the tenant's ``days`` and remove those ``removable`` accepts.
+
+        Damaged: missing from disk, a size other than the log recorded (truncated, extended, rewritten), or
+        a Parquet footer that does not parse. With ``replay`` (a delete predicate that failed), a file that
+        passes those checks is also damaged if that delete fails on it alone (:meth:`_replay`): Delta's
+        reader can fail where others do not (a damaged page index, say). The accepted files go in one commit
+        of remove actions (deltalake's ``create_write_transaction``), then a vacuum deletes their bytes from
+        disk. The lock is held throughout, so no compaction or append changes the files meanwhile.
+        """
+        wanted = set(days)
+        with self._lock:
+            dt = self._snapshot()
+            if dt is None:
+                return []
+            found = []
+            for file in self._step_files(dt):
+                if file.tenant_id != tenant_id or file.day not in wanted:
+                    continue
+                local = os.path.join(self.path, file.path)
+                problem = file_problem(local, file.size)
+                if problem is None and replay is not None:
+                    problem = self._replay(dt, file, local, replay)
+                if problem is not None:  # the audit log shows the problem to the tenant: no server paths
+                    found.append(DamagedFile(file, local, problem.replace(local, file.path),
+                                             removed=removable(file)))
+            self._remove([d.file for d in found if d.removed])
+            return found
+
+    def _replay(self, dt: DeltaTable, file: StepFile, local: str, predicate: str) -> str | None:
+        """Run the delete on a scratch table of this one file (hard-linked, never written): why it fails, or
+        None. The scratch table is deleted afterwards; the file itself is only read."""
+        scratch = self._scratch()
+        shutil.rmtree(scratch, ignore_errors=True)
+        try:
+            linked = scratch / file.path
+            linked.parent.mkdir(parents=True)
+            try:
+                os.link(local, linked)
+            except OSError:  # another file system, say
+                shutil.copyfile(local, linked)
+            add = AddAction(path=file.path, size=file.size, partition_values={"tenant_id": file.tenant_id,
+                                                                              "day": file.day},
+                            modification_time=int(time.time() * 1000), data_change=True, stats="{}")
+            create_table_with_add_actions(str(scratch), dt.schema(), [add], mode="error",
+                                          partition_by=list(PARTITION_COLUMNS))
+            DeltaTable(str(scratch)).delete(predicate)
+            return None
+        except (DeltaError, OSError) as exc:
+            return f"a Delta delete fails on it: {exc}".replace(str(linked), local)
+        finally:
+            shutil.rmtree(scratch, ignore_errors=True)
+
+    def _remove(self, files: Sequence[StepFile]) -> None:
+        if not files or self._dt is None:
+            return
+        now_ms = int(time.time() * 1000)
+        actions: list[AddAction | RemoveAction] = [
+            RemoveAction(path=f.path, data_change=True, deletion_timestamp=now_ms, size=f.size,
+                         partition_values={"tenant_id": f.tenant_id, "day": f.day}) for f in files]
+        props = CommitProperties(custom_metadata={"traceward": "retention: damaged files past retention"})
+        try:
+            self._dt.create_write_transaction(actions, mode="append", schema=self._dt.schema(),
+                                              partition_by=list(PARTITION_COLUMNS), commit_properties=props)
             self._refresh()
+            left = {f.path for f in self._step_files(self._dt)} & {f.path for f in files}
+            if left:  # a path that matched no add action commits as a no-op: say so rather than claim it gone
+                raise StorageError(f"step files still listed after their removal: {sorted(left)}")
+            self._vacuum()
+        except (DeltaError, OSError) as exc:
+            self._refresh_or_reopen()
+            raise StorageError(f"removing damaged step files failed: {exc}") from exc
+
+    def _scratch(self) -> Path:
+        """Where :meth:`_replay` builds its one-file tables: beside the table, on the same file system."""
+        return Path(self.path).with_name(Path(self.path).name + ".probe")
+
+    def _vacuum(self) -> None:
+        """Delete from disk every file no longer in the table (call under ``_lock`` with a table)."""
+        assert self._dt is not None
+        self._dt.vacuum(retention_hours=0, enforce_retention_duration=False, dry_run=False)
+        self._refresh()
+
+    @staticmethod
+    def _step_files(dt: DeltaTable) -> list[StepFile]:
+        """Every data file of the snapshot with its partition and statistics."""
+        actions = pa.table(dt.get_add_actions(flatten=True))
+        columns = [actions[c].to_pylist() if c in actions.column_names else [None] * actions.num_rows
+                   for c in _FILE_COLUMNS]
+        return [StepFile(unquote(path), tenant, day, size, (run_lo, run_hi),
+                         (start_lo, start_hi) if not start_nulls else (None, None))
+                for path, size, tenant, day, run_lo, run_hi, start_lo, start_hi, start_nulls
+                in zip(*columns, strict=True)]
 
     def refresh(self) -> None:
         """Load what another process (the flusher process) committed or vacuumed into this snapshot."""
@@ -283,6 +427,23 @@ class StepTable:
             except pl.exceptions.PolarsError as exc:
                 raise StorageError(f"step table read failed: {exc}") from exc
         raise AssertionError("unreachable")
+
+
+def file_problem(local_path: str, logged_size: int) -> str | None:
+    """Why Delta cannot read this data file, as far as its size and footer tell, or None."""
+    try:
+        size = os.stat(local_path).st_size
+    except FileNotFoundError:
+        return "missing: listed in the Delta log but not on disk"
+    except OSError as exc:
+        return f"cannot be opened: {exc.strerror}"
+    if size != logged_size:
+        return f"{size} bytes on disk, {logged_size} in the Delta log (truncated, extended or rewritten)"
+    try:
+        pq.ParquetFile(local_path).close()
+    except (OSError, pa.ArrowException) as exc:
+        return f"not readable Parquet: {exc}"
+    return None
 
 
 def _day_and_name(uri: str) -> tuple[str | None, str]:
