@@ -13,6 +13,7 @@ from litestar.openapi import OpenAPIConfig
 from litestar.openapi.spec import Components, SecurityScheme
 from litestar.types import ASGIApp, Receive, Scope, Send
 
+from otlp_receiver.store.damaged import damaged_count
 from server.auth import PUBLIC, permission_guard
 from server.errors import EXCEPTION_HANDLERS, envelope
 from server.metrics import metrics_middleware, metrics_route
@@ -35,14 +36,17 @@ def healthz(runtime: Runtime) -> dict[str, Any]:
     """Always 200 while the process serves; includes counters useful to operators. ``status`` is ``degraded``
     while the flusher is stalled (``server/watchdog.py``): exports are acknowledged, not yet queryable.
     ``ingest_overloaded`` says whether exports are refused now (429 / RESOURCE_EXHAUSTED), and how close the
-    unflushed write-ahead log is to the limit that decides it."""
+    unflushed write-ahead log is to the limit that decides it.
+    ``damaged_step_files``: damaged step files retention had to keep, holding expired runs back (the log
+    names them; ``otlp_receiver/store/damaged.py``)."""
     load = runtime.ingest_load()
     return {"status": "degraded" if runtime.flusher_stalled else "ok", "spans_accepted": runtime.spans_accepted,
             "spans_duplicate": runtime.spans_duplicate, "wal_bytes": runtime.wal.size_bytes(),
             "last_flush_s": runtime.flusher.last_flush_s, "flusher_restarts": runtime.flusher_restarts,
             "flusher_stalls": runtime.flusher_stalls, "flusher_stalled": runtime.flusher_stalled,
             "ingest_overloaded": load.overloaded, "wal_backlog_bytes": load.wal_backlog_bytes,
-            "wal_max_bytes": load.wal_max_bytes}
+            "wal_max_bytes": load.wal_max_bytes,
+            "damaged_step_files": damaged_count(runtime.index)}
 
 
 @get("/readyz", summary="Readiness: whether to send this server traffic now", opt={"permission": PUBLIC},

@@ -17,6 +17,8 @@ Series (process-lifetime counters: they restart at 0 with the process, as Promet
     traceward_not_ready{reason}                           gauge: 1 while that reason holds (server/readiness.py:
                                                           flusher_restarting | flusher_stalled | ingest_overloaded |
                                                           data_dir_not_writable | disk_full)
+    traceward_damaged_step_files                          gauge: damaged step files retention had to keep (they may
+                                                          hold steps within retention; expired runs wait on them)
     traceward_http_request_duration_seconds{method,route,code}  route = the path *template*; code = 2xx…5xx
     traceward_decisions_total{outcome}                    allow | deny | require_approval | break_glass
     traceward_approvals_total{outcome}                    approved | denied | expired
@@ -78,6 +80,7 @@ from otlp_receiver.errors import AppError
 from otlp_receiver.ingest import IngestResult
 from otlp_receiver.log_content import NOT_CONTENT, LogContent
 from otlp_receiver.service import TraceServicer
+from otlp_receiver.store.damaged import damaged_count
 from otlp_receiver.store.events import FINAL_STATUSES
 from otlp_receiver.store.findings import queue_depth
 from otlp_receiver.store.index import RunIndex
@@ -263,6 +266,8 @@ class StoreCollector(Collector):
         yield _gauge("traceward_approvals_pending", "Approvals waiting for a person (all tenants)", pending)
         running = conn.execute("SELECT count(*) FROM runs WHERE status = 'running'").fetchone()[0]
         yield _gauge("traceward_runs_running", "Runs still running (all tenants)", running)
+        yield _gauge("traceward_damaged_step_files", "Damaged step files retention had to keep (the log names "
+                     "them)", damaged_count(self.index))
         yield from self._decision_counters()
 
     def _decision_counters(self) -> Iterable[CounterMetricFamily]:

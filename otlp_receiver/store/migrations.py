@@ -321,3 +321,15 @@ def m013_log_only_runs(db: Database) -> None:
     this migration are not marked (nothing in the index tells their steps apart from span steps)."""
     db.execute("ALTER TABLE runs ADD COLUMN log_only INTEGER NOT NULL DEFAULT 0")
     db.execute("CREATE INDEX runs_log_only_running ON runs (updated_ns) WHERE log_only = 1 AND status = 'running'")
+
+
+@migrations()
+def m014_damaged_step_files(db: Database) -> None:
+    """Damaged step files retention had to keep (they may hold steps still within retention): what /healthz
+    and /metrics count, and what tells a later pass that a file was already reported."""
+    db.execute("""
+        CREATE TABLE damaged_step_files (
+            path TEXT PRIMARY KEY, tenant_id TEXT NOT NULL, day TEXT NOT NULL, problem TEXT NOT NULL,
+            first_seen_ns INTEGER NOT NULL, last_seen_ns INTEGER NOT NULL
+        ) WITHOUT ROWID""")
+    db.execute("CREATE INDEX damaged_step_files_by_tenant ON damaged_step_files (tenant_id)")
