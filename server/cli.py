@@ -13,6 +13,7 @@ import sys
 import time
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 import orjson
 import uvicorn
@@ -200,8 +201,20 @@ def _retention_pass(args: argparse.Namespace, settings: Settings) -> int:
         summaries = job.run_all(actor="cli:retention", trigger="manual")
     for s in summaries:
         print(f"{s['tenant_id']}: {s['runs_deleted']} runs, {s['steps_deleted']} steps deleted "
-              f"(older than {s['retention_days']} days); {s['audit_rows_pruned']} audit rows pruned")
+              f"(older than {s['retention_days']} days); {s['audit_rows_pruned']} audit rows pruned"
+              + _damage_note(s))
     return 0
+
+
+def _damage_note(summary: dict[str, Any]) -> str:
+    """What damaged step files did to a pass, if anything (the log names the files)."""
+    note = ""
+    if summary["damaged_files_removed"]:
+        note += f"; {summary['damaged_files_removed']} damaged step files removed"
+    if summary["damaged_files_kept"]:
+        note += (f"; {summary['runs_held']} expired runs held back by {summary['damaged_files_kept']} damaged step "
+                 "files that may hold steps within retention (see the log)")
+    return note
 
 
 def _serve(args: argparse.Namespace) -> int:

@@ -6,6 +6,12 @@ stores with a tombstone per run in the audit log (``otlp_receiver/store/retentio
 log has its own, longer retention (TRACEWARD_AUDIT_RETENTION_DAYS, 365 by default) that tenants
 cannot shorten. Each pass leaves a ``retention.run`` audit row; deleting all of a tenant's data on
 request leaves ``tenant_data.delete``.
+
+A damaged step file never stops a pass: what only expired runs use is removed, a file that may hold steps
+still within retention is kept and the expired runs on its day are held, and the pass goes on with the rest
+of the tenant (``otlp_receiver/store/damaged.py``). Both show in the summary (``runs_held``,
+``damaged_files_removed``, ``damaged_files_kept``). Any other step-table failure still fails the tenant's pass
+(logged, retried next pass), after its audit log has been pruned and the failure recorded in ``retention.run``.
 """
 
 from __future__ import annotations
@@ -15,17 +21,22 @@ import logging
 import threading
 import time
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
 from typing import Any
 
+from otlp_receiver.errors import StorageError
 from otlp_receiver.progress import Progress
 from otlp_receiver.store.audit import AuditLog
+from otlp_receiver.store.damaged import forget_unmet
 from otlp_receiver.store.index import RunIndex
 from otlp_receiver.store.retention import (
     NS_PER_DAY,
+    DeletedRuns,
     RetentionPlans,
     all_run_ids,
     delete_runs,
     expired_run_ids,
+    held_run_count,
     known_tenants,
     prune_audit,
 )
@@ -35,6 +46,32 @@ logger = logging.getLogger(__name__)
 
 SYSTEM_ACTOR = "system:retention"
 _MAX_CHUNKS = 10_000  # a bound on one pass, far above any real backlog
+
+
+@dataclass(slots=True)
+class PassTotals:
+    """What one pass over a tenant deleted, held back and met, chunk by chunk."""
+
+    runs: int = 0
+    steps: int = 0
+    held: int = 0
+    """Runs the pass would have deleted but for a kept damaged file on a day they have steps on."""
+    blocked_days: set[str] = field(default_factory=set)
+    removed_files: set[str] = field(default_factory=set)
+    kept_files: set[str] = field(default_factory=set)
+
+    def add(self, deleted: DeletedRuns) -> None:
+        """Count one chunk: what it deleted, the damaged files it removed, and the kept ones, whose days the
+        pass skips from now on."""
+        self.runs, self.steps = self.runs + deleted.runs, self.steps + deleted.steps
+        self.blocked_days.update(deleted.blocked_days)
+        for damaged in deleted.damaged:
+            (self.removed_files if damaged.removed else self.kept_files).add(damaged.file.path)
+
+    def counts(self) -> dict[str, int]:
+        """The summary's figures."""
+        return {"runs_deleted": self.runs, "steps_deleted": self.steps, "runs_held": self.held,
+                "damaged_files_removed": len(self.removed_files), "damaged_files_kept": len(self.kept_files)}
 
 
 class RetentionJob:
@@ -69,13 +106,20 @@ class RetentionJob:
         now = time.time_ns() if now_ns is None else now_ns
         days = self.plan(tenant_id)["retention_days"]
         cutoff = now - days * NS_PER_DAY
+        totals = PassTotals()
+        failure: StorageError | None = None
         with self._lock:
-            runs, steps = self._delete_all(tenant_id, lambda: expired_run_ids(self.index, tenant_id, cutoff),
-                                           actor=actor, reason="retention")
+            try:
+                self._delete_all(tenant_id, cutoff, totals, actor=actor, reason="retention")
+            except StorageError as exc:  # the audit log's own retention must not wait for the step table
+                failure = exc
             pruned = prune_audit(self.index, self.audit, tenant_id, now - self.audit_days * NS_PER_DAY, actor=actor)
             summary = {"tenant_id": tenant_id, "trigger": trigger, "retention_days": days, "cutoff_ns": cutoff,
-                       "runs_deleted": runs, "steps_deleted": steps, "audit_rows_pruned": pruned}
-            self.audit.append(tenant_id, actor=actor, action="retention.run", details=summary)
+                       **totals.counts(), "audit_rows_pruned": pruned}
+            self.audit.append(tenant_id, actor=actor, action="retention.run",
+                              details={**summary, "error": str(failure)} if failure else summary)
+        if failure is not None:
+            raise failure
         return summary
 
     def run_all(self, *, actor: str = SYSTEM_ACTOR, trigger: str = "schedule") -> list[dict[str, Any]]:
@@ -92,29 +136,42 @@ class RetentionJob:
         """Hard-delete every run and step of the tenant (keys, plan and audit log stay); audited."""
         if self.drain is not None:
             self.drain()  # what is still in the write-ahead log would otherwise come back after the deletion
+        totals = PassTotals()
         with self._lock:
-            runs, steps = self._delete_all(tenant_id, lambda: all_run_ids(self.index, tenant_id), actor=actor,
-                                           reason="tenant_data_request")
-            summary = {"tenant_id": tenant_id, "runs_deleted": runs, "steps_deleted": steps}
+            self._delete_all(tenant_id, None, totals, actor=actor, reason="tenant_data_request")
+            summary = {"tenant_id": tenant_id, **totals.counts()}
             self.audit.append(tenant_id, actor=actor, action="tenant_data.delete", details=summary)
         return summary
 
-    def _delete_all(self, tenant_id: str, next_ids: Callable[[], list[str]], *, actor: str,
-                    reason: str) -> tuple[int, int]:
-        runs = steps = 0
+    def _delete_all(self, tenant_id: str, cutoff_ns: int | None, totals: PassTotals, *, actor: str,
+                    reason: str) -> None:
+        """Delete, chunk by chunk, the tenant's runs inactive since ``cutoff_ns`` (None: all) into ``totals``.
+
+        Runs with steps on a day a kept damaged file blocks are skipped for the rest of the pass. A completed
+        pass forgets the listed damaged files of the tenant it did not meet (restored, or no longer in the way).
+        """
+        started_ns = time.time_ns()
         for _ in range(_MAX_CHUNKS):
-            run_ids = next_ids()
+            skip = sorted(totals.blocked_days)
+            run_ids = (all_run_ids(self.index, tenant_id, skip_days=skip) if cutoff_ns is None
+                       else expired_run_ids(self.index, tenant_id, cutoff_ns, skip_days=skip))
             if not run_ids:
                 break
-            with self.progress.busy("retention delete") if self.progress else contextlib.nullcontext():
+            with self._busy():
                 deleted = delete_runs(self.index, self.steps, self.audit, tenant_id, run_ids, actor=actor,
-                                      reason=reason)
-            if self.forget is not None:
-                self.forget(tenant_id, run_ids)
-            runs, steps = runs + deleted.runs, steps + deleted.steps
-            if deleted.runs == 0:
-                break  # nothing removable (should not happen): don't spin
-        return runs, steps
+                                      reason=reason, cutoff_ns=cutoff_ns)
+            if self.forget is not None and deleted.run_ids:
+                self.forget(tenant_id, deleted.run_ids)  # never a held run: it is still there, and may grow
+            new_blocks = not deleted.blocked_days <= totals.blocked_days
+            totals.add(deleted)
+            if deleted.runs == 0 and not new_blocks:
+                break  # nothing removable and nothing newly skipped (should not happen): don't spin
+        totals.held = held_run_count(self.index, tenant_id, cutoff_ns, sorted(totals.blocked_days))
+        forget_unmet(self.index, tenant_id, since_ns=started_ns)
+
+    def _busy(self) -> contextlib.AbstractContextManager[object]:
+        """Step-table work the flusher waits for: progress for the watchdog, not a stall."""
+        return self.progress.busy("retention delete") if self.progress else contextlib.nullcontext()
 
     # -- schedule --------------------------------------------------------------------------------------------
 

@@ -10,6 +10,10 @@ hash, its step count and the deletion time. Delta goes first on purpose: if the 
 between, the run is still listed in SQLite and the next pass deletes it again (both halves are
 idempotent); the other order would leave orphan steps that nothing points to.
 
+A damaged step file in a partition the delete touches no longer fails it: the deletion removes the damaged
+files that hold nothing it must keep, holds back the runs whose steps may sit in the others, and deletes
+the rest (``otlp_receiver/store/damaged.py``).
+
 Known race: steps of a run that the flusher commits *while* the run is being deleted survive
 as a new, partial run (new data is never dropped silently). Callers deleting a whole tenant wait
 for the write-ahead log to drain first.
@@ -28,9 +32,11 @@ from typing import Any
 
 from sqlite_utils import Database
 
+from otlp_receiver.errors import StorageError
 from otlp_receiver.store.audit import AuditLog
+from otlp_receiver.store.damaged import expired_condition, may_hold_kept_steps, report_damaged
 from otlp_receiver.store.index import RunIndex
-from otlp_receiver.store.steps import StepTable
+from otlp_receiver.store.steps import DamagedFile, StepTable
 
 logger = logging.getLogger(__name__)
 
@@ -47,6 +53,11 @@ class DeletedRuns:
     runs: int
     steps: int
     run_ids: tuple[str, ...]
+    held: tuple[str, ...] = ()
+    """Runs left in place: they may have steps in a damaged file that had to be kept (retried next pass)."""
+    blocked_days: frozenset[str] = frozenset()
+    """Days of the tenant with such a file: a pass skips the runs with steps on them (``skip_days``)."""
+    damaged: tuple[DamagedFile, ...] = ()
 
 
 class RetentionPlans:
@@ -76,31 +87,130 @@ def known_tenants(index: RunIndex) -> list[str]:
     return sorted(r["tenant_id"] for r in rows)
 
 
-def expired_run_ids(index: RunIndex, tenant_id: str, cutoff_ns: int, *, limit: int = CHUNK_RUNS) -> list[str]:
-    """Runs of the tenant whose last activity (start, last step end, finish) is before ``cutoff_ns``."""
+def expired_run_ids(index: RunIndex, tenant_id: str, cutoff_ns: int, *, limit: int = CHUNK_RUNS,
+                    skip_days: Sequence[str] = ()) -> list[str]:
+    """Runs of the tenant whose last activity (start, last step end, finish) is before ``cutoff_ns``, but for
+    those with steps on ``skip_days``."""
+    skip, skip_params = _skip_days(skip_days)
     rows = index.query(
-        "SELECT run_id FROM runs WHERE tenant_id = ? AND started_ns < ? AND coalesce(last_end_ns, 0) < ? "
-        "AND coalesce(finished_ns, 0) < ? ORDER BY started_ns, run_id LIMIT ?",
-        [tenant_id, cutoff_ns, cutoff_ns, cutoff_ns, limit])
+        f"SELECT run_id FROM runs WHERE tenant_id = ? AND {expired_condition()}{skip} "
+        "ORDER BY started_ns, run_id LIMIT ?",
+        [tenant_id, cutoff_ns, cutoff_ns, cutoff_ns, *skip_params, limit])
     return [r["run_id"] for r in rows]
 
 
-def all_run_ids(index: RunIndex, tenant_id: str, *, limit: int = CHUNK_RUNS) -> list[str]:
-    """Any ``limit`` runs of the tenant (for deleting all its data)."""
-    rows = index.query("SELECT run_id FROM runs WHERE tenant_id = ? LIMIT ?", [tenant_id, limit])
+def all_run_ids(index: RunIndex, tenant_id: str, *, limit: int = CHUNK_RUNS,
+                skip_days: Sequence[str] = ()) -> list[str]:
+    """Any ``limit`` runs of the tenant (for deleting all its data), but for those with steps on ``skip_days``."""
+    skip, skip_params = _skip_days(skip_days)
+    rows = index.query(f"SELECT run_id FROM runs WHERE tenant_id = ?{skip} LIMIT ?", [tenant_id, *skip_params, limit])
     return [r["run_id"] for r in rows]
+
+
+def _skip_days(days: Sequence[str]) -> tuple[str, list[str]]:
+    if not days:
+        return "", []
+    return (f" AND NOT EXISTS (SELECT 1 FROM spans s WHERE s.tenant_id = runs.tenant_id AND s.run_id = runs.run_id "
+            f"AND s.day IN ({','.join('?' * len(days))}))", list(days))
 
 
 def delete_runs(index: RunIndex, steps: StepTable, audit: AuditLog, tenant_id: str, run_ids: Sequence[str], *,
-                actor: str, reason: str) -> DeletedRuns:
-    """Hard-delete these runs of the tenant from Delta and SQLite, leaving one tombstone per run."""
+                actor: str, reason: str, cutoff_ns: int | None) -> DeletedRuns:
+    """Hard-delete these runs of the tenant from Delta and SQLite, leaving one tombstone per run.
+
+    ``cutoff_ns`` says which runs the caller keeps (those active since; None: none, the tenant's data goes):
+    a damaged step file that may hold their steps stays, and the given runs with steps on its day are held.
+    """
+    if not run_ids:
+        return DeletedRuns(0, 0, ())
+    damaged, held = _delete_steps(index, steps, audit, tenant_id, run_ids, actor=actor, cutoff_ns=cutoff_ns)
+    kept = set(held)
+    gone = _delete_rows(index, audit, tenant_id, [r for r in run_ids if r not in kept], reason=reason, actor=actor)
+    blocked = frozenset(d.file.day for d in damaged if not d.removed)
+    return DeletedRuns(gone.runs, gone.steps, gone.run_ids, tuple(held), blocked, tuple(damaged))
+
+
+def _delete_steps(index: RunIndex, steps: StepTable, audit: AuditLog, tenant_id: str, run_ids: Sequence[str], *,
+                  actor: str, cutoff_ns: int | None) -> tuple[list[DamagedFile], list[str]]:
+    """Delete the runs' steps from Delta; past damaged files if need be. Returns them and the held runs.
+
+    After a failed delete, the files of its days are checked cheaply (size, footer), then, if that finds
+    nothing or the delete fails again, each alone with the delete that failed (``replay``).
+
+    Raises:
+        StorageError: the delete failed and no damaged file explains it, or failed again without them.
+    """
+    days = _days_of(index, tenant_id, run_ids)
+    if not days:
+        return [], []
+    predicate = step_predicate(tenant_id, days, run_ids)
+    try:
+        steps.delete(predicate)
+        return [], []
+    except StorageError as exc:
+        logger.warning("deleting the steps of %d runs of tenant %s failed (%s); checking the files of their %d "
+                       "days for damage", len(run_ids), tenant_id, exc, len(days))
+        failure = exc
+    damaged: list[DamagedFile] = []
+    held: list[str] = []
+    for replay in (None, predicate):
+        seen = {d.file.path for d in damaged}
+        found = [d for d in steps.remove_damaged(
+            tenant_id, days, replay=replay, removable=lambda f: not may_hold_kept_steps(index, f, cutoff_ns))
+            if d.file.path not in seen]
+        if not found:
+            continue
+        report_damaged(index, audit, tenant_id, found, actor=actor)
+        damaged.extend(found)
+        held = _runs_on_days(index, tenant_id, run_ids, sorted({d.file.day for d in damaged if not d.removed}))
+        rest = [r for r in run_ids if r not in set(held)]
+        rest_days = _days_of(index, tenant_id, rest)  # none of them blocked: a held run is one with steps there
+        try:
+            if rest_days:
+                predicate = step_predicate(tenant_id, rest_days, rest)
+                steps.delete(predicate)
+            return damaged, held
+        except StorageError as exc:
+            failure = exc
+    raise failure
+
+
+def held_run_count(index: RunIndex, tenant_id: str, cutoff_ns: int | None, days: Sequence[str]) -> int:
+    """Runs a pass would delete (inactive since ``cutoff_ns``; None: all) that have steps on ``days``."""
+    if not days:
+        return 0
+    expired, params = (f" AND {expired_condition('r.')}", [cutoff_ns] * 3) if cutoff_ns is not None else ("", [])
+    rows = index.query(
+        f"SELECT count(*) AS n FROM runs r WHERE r.tenant_id = ?{expired} AND EXISTS (SELECT 1 FROM spans s "
+        f"WHERE s.tenant_id = r.tenant_id AND s.run_id = r.run_id AND s.day IN ({','.join('?' * len(days))}))",
+        [tenant_id, *params, *days])
+    return int(rows[0]["n"])
+
+
+def _days_of(index: RunIndex, tenant_id: str, run_ids: Sequence[str]) -> list[str]:
+    if not run_ids:
+        return []
+    marks = ",".join("?" * len(run_ids))
+    return [r["day"] for r in index.query(
+        f"SELECT DISTINCT day FROM spans WHERE tenant_id = ? AND run_id IN ({marks}) ORDER BY day",
+        [tenant_id, *run_ids])]
+
+
+def _runs_on_days(index: RunIndex, tenant_id: str, run_ids: Sequence[str], days: Sequence[str]) -> list[str]:
+    if not run_ids or not days:
+        return []
+    rows = index.query(
+        f"SELECT DISTINCT run_id FROM spans WHERE tenant_id = ? AND run_id IN ({','.join('?' * len(run_ids))}) "
+        f"AND day IN ({','.join('?' * len(days))}) ORDER BY run_id", [tenant_id, *run_ids, *days])
+    return [r["run_id"] for r in rows]
+
+
+def _delete_rows(index: RunIndex, audit: AuditLog, tenant_id: str, run_ids: Sequence[str], *, reason: str,
+                 actor: str) -> DeletedRuns:
+    """The SQLite half: every run-keyed row, and a tombstone per run, in one transaction."""
     if not run_ids:
         return DeletedRuns(0, 0, ())
     marks = ",".join("?" * len(run_ids))
-    days = [r["day"] for r in index.query(
-        f"SELECT DISTINCT day FROM spans WHERE tenant_id = ? AND run_id IN ({marks})", [tenant_id, *run_ids])]
-    if days:
-        steps.delete(step_predicate(tenant_id, days, run_ids))
     with index.transaction() as db:
         gone = list(db.query(f"SELECT run_id, project_id, head_hash, step_count FROM runs "
                              f"WHERE tenant_id = ? AND run_id IN ({marks}) ORDER BY run_id", [tenant_id, *run_ids]))

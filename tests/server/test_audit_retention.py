@@ -222,7 +222,9 @@ def test_deleting_a_tenants_data_on_request(scenario: Scenario) -> None:
     assert wrong.status_code == 400 and wrong.json()["error"]["details"] == {"confirm": "your tenant id"}
     assert httpx.delete(url, headers=headers, timeout=30).status_code == 400
     done = httpx.delete(url, params={"confirm": "keeper"}, headers=headers, timeout=60)
-    assert done.status_code == 200 and done.json() == {"tenant_id": "keeper", "runs_deleted": 1, "steps_deleted": 3}
+    assert done.status_code == 200 and done.json() == {"tenant_id": "keeper", "runs_deleted": 1, "steps_deleted": 3,
+                                                       "runs_held": 0, "damaged_files_removed": 0,
+                                                       "damaged_files_kept": 0}
     assert s.get("/v1/runs", key=scenario.other_admin).json()["runs"] == []
     assert not [r for r in parquet_rows(s.data_dir) if r["tenant_id"] == "keeper"]
     tomb = audit_entries(s, key=scenario.other_admin, action="retention.tombstone")
