@@ -30,6 +30,7 @@ from otlp_receiver.ingest import IDLE_END, Sequencer
 from otlp_receiver.model import StepType, make_step_id
 from otlp_receiver.pricing import PriceTable
 from otlp_receiver.progress import Progress
+from otlp_receiver.store.gate import StoreGate
 from otlp_receiver.store.index import RunIndex
 from otlp_receiver.store.runs import apply_run_updates, stored_heads
 from otlp_receiver.store.steps import StepTable
@@ -117,6 +118,9 @@ class Flusher:
         self._last_compact = time.monotonic()
         self.last_flush_s = 0.0
         self.tallies = TallyCache()
+        self.gate = StoreGate()
+        """Each round and compaction is a turn of it (and so is each retention chunk beside this flusher): a
+        backup pauses it for its snapshot (``otlp_receiver/store/backup.py``)."""
         self.progress = Progress()
         """Beats after each phase of a round (read and build, Delta append, SQLite commit); busy regions around compaction and the table's first write (and
         retention's deletes, which hold the step table: ``server/retention.py``), for the server's watchdog."""
@@ -164,11 +168,25 @@ class Flusher:
     def flush_once(self) -> bool:
         """Move one batch of WAL records into the stores; False when there was nothing to do."""
         started = time.perf_counter()
+        with self.gate.turn():
+            batch = self._flush_batch()
+        if batch is None:
+            return False
+        self.last_flush_s = time.perf_counter() - started
+        for listener in self.listeners:
+            try:
+                listener(batch)
+            except Exception:  # a listener (events, metrics) must never stall the flusher
+                logger.exception("flush listener %r failed", listener)
+        return True
+
+    def _flush_batch(self) -> Batch | None:
+        """One round's work on the stores (a turn of the gate); None when the WAL had nothing new."""
         checkpoint = self.checkpoint()
         delta_end = self.steps.committed_wal_end()
         records = self._read(checkpoint, delta_end)
         if not records:
-            return False
+            return None
         batch = self._build(records)
         self.progress.beat()  # each phase of a round is progress: a full batch may take seconds on a busy host
         if delta_end < batch.end and batch.step_count:
@@ -178,13 +196,7 @@ class Flusher:
                           tallies=self.tallies)
         self._advance(batch.end)
         self.progress.beat()
-        self.last_flush_s = time.perf_counter() - started
-        for listener in self.listeners:
-            try:
-                listener(batch)
-            except Exception:  # a listener (events, metrics) must never stall the flusher
-                logger.exception("flush listener %r failed", listener)
-        return True
+        return batch
 
     def _append(self, batch: Batch, *, first: bool) -> None:
         if not first:
@@ -208,15 +220,18 @@ class Flusher:
 
     def _advance(self, end: int) -> None:
         self.sequencer.flushed(end)
-        self.wal.drop_before(end)
+        self.wal.drop_before(self.gate.drop_limit(end))  # a backup may still be copying the segments
         self._flushed.advance(end)
 
     def _maybe_compact(self) -> None:
         if time.monotonic() - self._last_compact < self.compact_every_s:
             return
         self._last_compact = time.monotonic()
-        with self.progress.busy("compaction"):
-            self.steps.compact(min_files=8)
+        with self.gate.optional_removing_turn() as allowed:
+            if not allowed:
+                return  # a backup is copying the files compaction would vacuum: next time
+            with self.progress.busy("compaction"):
+                self.steps.compact(min_files=8)
 
     def _build(self, records: Sequence[tuple[bytes, int]]) -> Batch:
         batch = Batch(end=records[-1][1])

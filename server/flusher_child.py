@@ -79,7 +79,7 @@ class FlusherChild:
         self.stall_s = settings.flusher_stall_s
         self._stopped = threading.Event()
         self.retention = build_retention(settings, self.index, self.steps, audit, drain=None, forget=self._deleted,
-                                         progress=self.flusher.progress)
+                                         flusher=self.flusher)
         self._calls: list[threading.Thread] = []
 
     def send(self, message: tuple[Any, ...]) -> None:

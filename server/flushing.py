@@ -53,7 +53,6 @@ from otlp_receiver.errors import StorageError
 from otlp_receiver.flusher import CHECKPOINT_KEY, FlushedMark, Flusher
 from otlp_receiver.ingest import Sequencer
 from otlp_receiver.pricing import PriceTable
-from otlp_receiver.progress import Progress
 from otlp_receiver.store.audit import AuditLog
 from otlp_receiver.store.events import record_flush_events
 from otlp_receiver.store.findings import queue_finished_runs
@@ -109,12 +108,12 @@ def build_flusher(settings: Settings, wal: WriteAheadLog, index: RunIndex, steps
 
 def build_retention(settings: Settings, index: RunIndex, steps: StepTable, audit: AuditLog, *,
                     drain: Callable[[], object] | None,
-                    forget: Callable[[str, Sequence[str]], None] | None, progress: Progress) -> RetentionJob:
-    """The retention job, with the schedule from the settings (it runs wherever the flusher runs, and shows its
-    deletes in the flusher's ``progress``)."""
+                    forget: Callable[[str, Sequence[str]], None] | None, flusher: Flusher) -> RetentionJob:
+    """The retention job, with the schedule from the settings (it runs wherever the flusher runs, shows its
+    deletes in the flusher's ``progress`` and takes turns with it at the flusher's gate)."""
     return RetentionJob(index, steps, audit, default_days=settings.retention_days,
                         audit_days=settings.audit_retention_days, interval_s=settings.retention_interval_s,
-                        drain=drain, forget=forget, progress=progress)
+                        drain=drain, forget=forget, progress=flusher.progress, gate=flusher.gate)
 
 
 class FlusherProcess:

@@ -28,6 +28,7 @@ from otlp_receiver.errors import StorageError
 from otlp_receiver.progress import Progress
 from otlp_receiver.store.audit import AuditLog
 from otlp_receiver.store.damaged import forget_unmet
+from otlp_receiver.store.gate import StoreGate
 from otlp_receiver.store.index import RunIndex
 from otlp_receiver.store.retention import (
     NS_PER_DAY,
@@ -80,8 +81,11 @@ class RetentionJob:
     def __init__(self, index: RunIndex, steps: StepTable, audit: AuditLog, *, default_days: int, audit_days: int,
                  interval_s: float, drain: Callable[[], object] | None = None,
                  forget: Callable[[str, Sequence[str]], None] | None = None,
-                 progress: Progress | None = None) -> None:
+                 progress: Progress | None = None, gate: StoreGate | None = None) -> None:
         self.index, self.steps, self.audit = index, steps, audit
+        self.gate = gate
+        """The flusher's, where it runs beside the flusher: each chunk is a turn of it that removes data files, so a
+        backup never sees a chunk half-applied (steps gone, runs still indexed) nor loses files it is copying."""
         self.forget = forget
         self.progress = progress
         """The flusher's, where it runs beside the flusher: a chunk's Delta delete and vacuum hold the step table,
@@ -157,7 +161,7 @@ class RetentionJob:
                        else expired_run_ids(self.index, tenant_id, cutoff_ns, skip_days=skip))
             if not run_ids:
                 break
-            with self._busy():
+            with self.gate.removing_turn() if self.gate else contextlib.nullcontext(), self._busy():
                 deleted = delete_runs(self.index, self.steps, self.audit, tenant_id, run_ids, actor=actor,
                                       reason=reason, cutoff_ns=cutoff_ns)
             if self.forget is not None and deleted.run_ids:

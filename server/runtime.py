@@ -130,7 +130,7 @@ class Runtime:
                                          self.sealer)
             self.retention = build_retention(
                 settings, self.index, self.steps, self.audit, forget=self.pipeline.forget_runs,
-                drain=lambda: self.flusher.wait_flushed(self.wal.end_position()), progress=self.flusher.progress)
+                drain=lambda: self.flusher.wait_flushed(self.wal.end_position()), flusher=self.flusher)
 
     def _flusher_watchdog(self, settings: Settings) -> FlusherWatchdog | None:
         """The flusher's watchdog (``server/watchdog.py``); None when TRACEWARD_FLUSHER_STALL_S is 0."""
