@@ -52,6 +52,11 @@ def split_position(position: int) -> tuple[int, int]:
     return position >> _SEGMENT_SHIFT, position & _OFFSET_MASK
 
 
+def segment_path(directory: Path, segment: int) -> Path:
+    """The file of segment number ``segment`` in a log directory."""
+    return directory / f"wal-{segment:012d}.log"
+
+
 class WriteAheadLog:
     """Append-only, segmented, CRC-checked log of ingest records."""
 
@@ -245,7 +250,7 @@ class WriteAheadLog:
         return sorted(numbers)
 
     def _path(self, segment: int) -> Path:
-        return self.directory / f"wal-{segment:012d}.log"
+        return segment_path(self.directory, segment)
 
 
 def _read_record(handle: BinaryIO) -> bytes | None:
