@@ -27,6 +27,7 @@ from otlp_receiver.store.index import RunIndex
 from otlp_receiver.store.keys import KeyStore
 from otlp_receiver.store.steps import StepTable
 from server.app import create_app, create_otlp_http_app
+from server.backup_commands import add_commands as add_backup_commands
 from server.export import ExportRequest, main_export, parse_when
 from server.locks import FLUSHER_LOCK, DataDirLock, LockHeldError
 from server.retention import RetentionJob
@@ -99,6 +100,7 @@ def _parser() -> argparse.ArgumentParser:
     exp.add_argument("--out", type=Path, required=True, help="the file to write")
     exp.set_defaults(func=_export)
     add_verify_commands(sub, admin_sub)
+    add_backup_commands(admin_sub)
     return parser
 
 

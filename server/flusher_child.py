@@ -22,9 +22,11 @@ import threading
 import time
 from collections.abc import Sequence
 from multiprocessing.connection import Connection
+from pathlib import Path
 from typing import Any
 
 from governance.tokens import SigningKeys
+from otlp_receiver.backup import take_backup
 from otlp_receiver.errors import AppError
 from otlp_receiver.ingest import Sequencer
 from otlp_receiver.pricing import PriceTable
@@ -32,7 +34,8 @@ from otlp_receiver.store.audit import AuditLog
 from otlp_receiver.store.index import RunIndex
 from otlp_receiver.store.steps import StepTable
 from otlp_receiver.wal_reader import WalReader
-from server.flushing import START_TIMEOUT_S, build_flusher, build_retention
+from server.backup import backup_sources
+from server.flushing import START_TIMEOUT_S, build_flusher, build_retention, reply_error
 from server.locks import FLUSHER_LOCK, DataDirLock, LockHeldError
 from server.sealing import RunSealer
 from server.settings import Settings
@@ -81,6 +84,7 @@ class FlusherChild:
         self.retention = build_retention(settings, self.index, self.steps, audit, drain=None, forget=self._deleted,
                                          flusher=self.flusher)
         self._calls: list[threading.Thread] = []
+        self.backup_sources = backup_sources(settings)
 
     def send(self, message: tuple[Any, ...]) -> None:
         """Send to the server (from any thread); dropped once the server is gone."""
@@ -139,9 +143,16 @@ class FlusherChild:
                 tenant_id, actor, wal_end = args
                 self.flusher.wait_flushed(wal_end, timeout_s=START_TIMEOUT_S)
                 value = self.retention.delete_tenant_data(tenant_id, actor=actor)
+            elif op == "backup":
+                target, wal_end = args
+                with self.flusher.progress.busy("backup"):
+                    value = take_backup(self.backup_sources, Path(target), gate=self.flusher.gate, wal_end=wal_end,
+                                        progress=self.flusher.progress)
             else:
                 raise ValueError(f"unknown request {op!r}")
-        except (AppError, ValueError) as exc:
+        except AppError as exc:
+            self.send(("reply", request, False, reply_error(exc)))
+        except ValueError as exc:
             self.send(("reply", request, False, str(exc)))
         except Exception as exc:  # process boundary: the server's caller gets an error, the flusher lives on
             logger.exception("flusher process request %s failed", op)

@@ -14,13 +14,14 @@ requests), so a zero-hour vacuum never removes files the flusher has written but
 Protocol (pickled tuples over a socket pair):
 
 - server → child: ``("init", settings, signing_keys_pem, log_level)`` once, then ``("call", id, op, args)``
-  (``keys`` is answered at once, retention ops on a thread), ``("wal",)`` once the WAL has grown past where
-  the child said it waits, and ``("stop",)``.
+  (``keys`` is answered at once; retention ops and ``backup`` on a thread), ``("wal",)`` once the WAL has
+  grown past where the child said it waits, and ``("stop",)``.
 - child → server: ``("ready", checkpoint)`` after the start-up drain; ``("flushed", end, flush_s, step_count,
   transitions)`` after each committed batch; ``("deleted", tenant, run_ids)`` after retention removed runs;
   ``("changed",)`` after a compaction; ``("waiting", position)`` when its flusher has nothing after ``position``
   and waits (once per position: the server's ``("wal",)`` wakes it, instead of a 5 ms poll); ``("alive",)``, a heartbeat while a long operation runs (at most every
-  quarter of TRACEWARD_FLUSHER_STALL_S); ``("reply", id, ok, value)``; ``("stopped", checkpoint)``.
+  quarter of TRACEWARD_FLUSHER_STALL_S); ``("reply", id, ok, value)`` (on failure, value is the AppError
+  itself, raised as is by ``call``, or a message); ``("stopped", checkpoint)``.
 
 Each batch of messages refreshes the server's Delta snapshot before anyone is told (``wait_flushed``,
 listeners, the Sequencer) that the rows are queryable. A child that dies is restarted, and so is one that
@@ -35,6 +36,7 @@ from __future__ import annotations
 import contextlib
 import itertools
 import logging
+import pickle
 import socket
 import subprocess
 import sys
@@ -49,7 +51,7 @@ from pathlib import Path
 from typing import Any, Protocol
 
 from governance.tokens import SigningKeys
-from otlp_receiver.errors import StorageError
+from otlp_receiver.errors import AppError, StorageError
 from otlp_receiver.flusher import CHECKPOINT_KEY, FlushedMark, Flusher
 from otlp_receiver.ingest import Sequencer
 from otlp_receiver.pricing import PriceTable
@@ -365,6 +367,8 @@ class FlusherProcess:
             return
         if ok:
             future.set_result(value)
+        elif isinstance(value, AppError):
+            future.set_exception(value)  # its own kind: a backup's target taken is a conflict, not "unavailable"
         else:
             future.set_exception(StorageError(f"in the flusher process: {value}"))
 
@@ -393,6 +397,16 @@ class RemoteRetention(RetentionJob):
         holds now (it would otherwise come back after the deletion)."""
         summary: dict[str, Any] = self.flusher.call("delete_tenant_data", tenant_id, actor, self.flusher.wal_end())
         return summary
+
+
+def reply_error(exc: AppError) -> AppError | str:
+    """How the flusher process answers a request that failed with ``exc``: the error itself when it pickles
+    (the server raises it as is), else its message (the server raises a StorageError)."""
+    try:
+        pickle.loads(pickle.dumps(exc))
+    except Exception:  # an error whose constructor does not take its message back: send the text
+        return str(exc)
+    return exc
 
 
 def _stored_checkpoint(index: RunIndex) -> int:

@@ -19,6 +19,7 @@ import grpc
 import yaml
 
 from diff.normalize import Profile, load_profiles
+from otlp_receiver.backup import take_backup
 from otlp_receiver.errors import ConfigError, OverloadedError
 from otlp_receiver.flusher import Flusher
 from otlp_receiver.ingest import IngestPipeline, IngestResult, Sequencer
@@ -36,6 +37,7 @@ from otlp_receiver.store.runs import idle_log_only_runs
 from otlp_receiver.store.steps import StepTable
 from otlp_receiver.wal import WriteAheadLog
 from server.auth import Authenticator, jwt_verifier
+from server.backup import BACKUP_TIMEOUT_S, Backups, RunBackup, backup_sources
 from server.findings_job import FindingsJob
 from server.flushing import (
     RESTART_DELAY_S,
@@ -103,6 +105,7 @@ class Runtime:
         self.sealer = RunSealer(self.index, self.audit, lambda: self.governance.keys, idle_s=settings.seal_idle_s,
                                 interval_s=settings.seal_interval_s)
         self._wire_flusher(settings)
+        self.backups = Backups(settings, self.audit, self._backup_runner(settings), self.wal.end_position)
         self._wire_analytics(settings)
         self.watchdog = self._flusher_watchdog(settings)
         self.metrics.flusher_stalled.set_function(lambda: float(self.flusher_stalled))
@@ -131,6 +134,19 @@ class Runtime:
             self.retention = build_retention(
                 settings, self.index, self.steps, self.audit, forget=self.pipeline.forget_runs,
                 drain=lambda: self.flusher.wait_flushed(self.wal.end_position()), flusher=self.flusher)
+
+    def _backup_runner(self, settings: Settings) -> RunBackup:
+        """A backup runs beside the flusher, taking turns at its gate: in the flusher process, or here."""
+        flusher = self.flusher
+        if isinstance(flusher, FlusherProcess):
+            return lambda target, wal_end: dict(flusher.call("backup", str(target), wal_end,
+                                                             timeout_s=BACKUP_TIMEOUT_S))
+        sources = backup_sources(settings)
+
+        def run(target: Path, wal_end: int) -> dict[str, Any]:
+            with flusher.progress.busy("backup"):
+                return take_backup(sources, target, gate=flusher.gate, wal_end=wal_end, progress=flusher.progress)
+        return run
 
     def _flusher_watchdog(self, settings: Settings) -> FlusherWatchdog | None:
         """The flusher's watchdog (``server/watchdog.py``); None when TRACEWARD_FLUSHER_STALL_S is 0."""

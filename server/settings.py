@@ -151,6 +151,10 @@ class Settings:
     """TRACEWARD_FORWARD_MAX_BACKOFF_S: longest wait between retries while the downstream fails."""
     forward_timeout_s: float = 10.0
     """TRACEWARD_FORWARD_TIMEOUT_S: timeout of one forwarded export."""
+    backup_dir: Path | None = None
+    """TRACEWARD_BACKUP_DIR: an absolute directory under which ``POST /v1/admin/backup`` writes each backup (a new
+    sub-directory); unset (the default), backups over the API are refused. ``traceward admin backup --to DIR`` on a
+    stopped data dir does not need it."""
     redaction: str = "on"
     """TRACEWARD_REDACTION: ``on`` (default). ``off`` exists only to measure redaction's cost in the ingest
     benchmark — never use it in production: raw secrets would reach the disk."""
@@ -226,6 +230,8 @@ class Settings:
         if not signals or set(signals) - {"traces", "logs"}:
             raise ConfigError(f"{ENV_PREFIX}FORWARD_SIGNALS={self.forward_signals!r}: traces and/or logs, "
                               "comma-separated")
+        if self.backup_dir is not None and not self.backup_dir.is_absolute():
+            raise ConfigError(f"{ENV_PREFIX}BACKUP_DIR={self.backup_dir}: must be an absolute path")
         if self.redaction not in ("on", "off"):
             raise ConfigError(f"{ENV_PREFIX}REDACTION={self.redaction!r}: on or off")
 

@@ -5,6 +5,7 @@ Keys:       POST /v1/admin/keys (secret shown once) · GET /v1/admin/keys · GET
 Audit:      GET /v1/audit (filters, cursor; the read is itself audited) · GET /v1/audit/verify
 Retention:  GET|PUT /v1/admin/retention · POST /v1/admin/retention:run
 Tenant:     GET /v1/admin/tenant · DELETE /v1/admin/tenant-data?confirm=<tenant_id>
+Backup:     POST /v1/admin/backup (operator tenant only; written under TRACEWARD_BACKUP_DIR: server/backup.py)
 Every change is written to the audit log in the same transaction as the change itself.
 """
 
@@ -41,6 +42,12 @@ class RotateKey(msgspec.Struct, forbid_unknown_fields=True):
     """POST /v1/admin/keys/{key_id}:rotate."""
 
     grace_s: float | None = None
+
+
+class BackupRequest(msgspec.Struct, forbid_unknown_fields=True):
+    """POST /v1/admin/backup: the backup's name under TRACEWARD_BACKUP_DIR (default: made from the time)."""
+
+    name: str | None = None
 
 
 class RetentionPlan(msgspec.Struct, forbid_unknown_fields=True):
@@ -227,3 +234,13 @@ class AdminController(Controller):
             raise InvalidInputError("confirm must equal your tenant id", details={"confirm": "your tenant id"})
         return runtime.retention.delete_tenant_data(principal.tenant_id,
                                                     actor=principal.actor)
+
+    @post("/backup", summary="Back up the whole data dir (every tenant) to a new directory under "
+          "TRACEWARD_BACKUP_DIR (operator tenant's admins only)", opt=ADMIN, sync_to_thread=True, status_code=201)
+    def create_backup(self, request: Request[Any, Any, Any], runtime: Runtime,
+                      data: BackupRequest | None = None) -> dict[str, Any]:
+        """Consistent while ingest goes on: every export acknowledged before this request is in it. Answers once
+        the backup is complete: its path, the manifest's sha256, file count and bytes, and how long the flusher
+        paused. Audited (``backup.create`` / ``backup.failed``)."""
+        principal = current_principal(request)
+        return runtime.backups.create(principal.tenant_id, principal.actor, data.name if data else None)

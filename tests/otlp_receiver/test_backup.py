@@ -16,7 +16,14 @@ import orjson
 import polars as pl
 import pytest
 
-from otlp_receiver.backup import MANIFEST, BackupError, BackupSources, restore_backup, take_backup, verify_backup
+from otlp_receiver.backup import (
+    MANIFEST,
+    BackupError,
+    BackupSources,
+    restore_backup,
+    take_backup,
+    verify_backup,
+)
 from otlp_receiver.errors import ConflictError
 from otlp_receiver.flusher import Flusher
 from otlp_receiver.ingest import IngestPipeline, Sequencer

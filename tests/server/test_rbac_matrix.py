@@ -63,6 +63,7 @@ EXPLICIT: dict[tuple[str, str], dict[str, int]] = {
     ("GET", "/v1/audit/verify"): {"admin": 200, "other_admin": 200},
     ("GET", "/v1/admin/retention"): {"admin": 200, "other_admin": 200},
     ("GET", "/v1/admin/tenant"): {"admin": 200, "other_admin": 200},
+    ("POST", "/v1/admin/backup"): {"admin": 409, "other_admin": 403},  # no TRACEWARD_BACKUP_DIR; operator tenant only
     ("POST", "/v1/traces"): {"ingest": 400},  # no body, no content type
     ("POST", "/v1/logs"): {"ingest": 400},  # no body, no content type
 }

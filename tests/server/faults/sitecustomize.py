@@ -9,6 +9,11 @@ at start-up in the server and in the flusher process it spawns. Each fault is of
 - ``TW_FAULT_BLOCK_APPEND_FILE``: while this file exists, a step-table append hangs (I/O wedged).
 - ``TW_FAULT_HOLD_START_FILE``: while this file exists, a flusher process that starts waits before its start-up
   drain (as for an orphaned flusher's lock, or a long write-ahead log); logs ``fault: flusher start held``.
+- ``TW_FAULT_FLUSH_DELAY_S``: each flush round waits this long first (outside the stores' gate): acknowledged
+  exports stay in the WAL only for that long (a backup then has records to replay).
+- ``TW_FAULT_BLOCK_BACKUP_COPY_FILE``: while this file exists, a backup hangs before copying its first data file
+  (a slow backup disk: after the flusher's pause, while the backup holds the files); logs
+  ``fault: backup copy blocked`` once it waits. (``tests/server/test_backup_faults.py``)
 """
 
 from __future__ import annotations
@@ -29,6 +34,8 @@ def _install() -> None:
     slow_compact_s = os.environ.get("TW_FAULT_SLOW_COMPACT_S")
     block_file = os.environ.get("TW_FAULT_BLOCK_APPEND_FILE")
     hold_file = os.environ.get("TW_FAULT_HOLD_START_FILE")
+    backup_block_file = os.environ.get("TW_FAULT_BLOCK_BACKUP_COPY_FILE")
+    flush_delay_s = os.environ.get("TW_FAULT_FLUSH_DELAY_S")
     if compact_every_s:
         init = Flusher.__init__
 
@@ -59,6 +66,16 @@ def _install() -> None:
         StepTable.append = wedged_append  # type: ignore[method-assign]
     if hold_file:
         _hold_flusher_start(hold_file)
+    if flush_delay_s:
+        flush_once = Flusher.flush_once
+
+        def delayed_flush_once(self: Flusher) -> bool:
+            time.sleep(float(flush_delay_s))
+            return flush_once(self)
+
+        Flusher.flush_once = delayed_flush_once  # type: ignore[method-assign]
+    if backup_block_file:
+        _block_backup_copies(backup_block_file)
 
 
 def _hold_flusher_start(hold_file: str) -> None:
@@ -74,6 +91,21 @@ def _hold_flusher_start(hold_file: str) -> None:
         run(self)
 
     FlusherChild.run = held_run  # type: ignore[method-assign]
+
+
+def _block_backup_copies(block_file: str) -> None:
+    from otlp_receiver import backup
+
+    add = backup._Copy.add
+
+    def slow_add(self: backup._Copy, src: Any, name: str, **kwargs: Any) -> None:
+        if name.startswith("steps/") and "/_delta_log/" not in name and os.path.exists(block_file):
+            logger.warning("fault: backup copy blocked")
+            while os.path.exists(block_file):
+                time.sleep(0.05)
+        add(self, src, name, **kwargs)
+
+    backup._Copy.add = slow_add  # type: ignore[method-assign]
 
 
 if any(name.startswith("TW_FAULT_") for name in os.environ):
