@@ -51,6 +51,7 @@ from otlp_receiver.store.snapshot import (
     hash_file,
     open_steps,
     steps_snapshot,
+    write_file,
 )
 from otlp_receiver.wal import segment_path, split_position
 from otlp_receiver.wal_reader import WalReader
@@ -92,6 +93,9 @@ class _Copy:
         self.files.append(copy_file(src, self.out / name, root=self.out, limit=limit, mode=mode))
         self.progress.beat()  # the watchdog sees a long backup progress file by file
 
+    def write(self, data: bytes, name: str) -> None:
+        self.files.append(write_file(data, self.out / name, root=self.out))
+
 
 def take_backup(sources: BackupSources, target: Path, *, gate: StoreGate, wal_end: int | None = None,
                 progress: Progress | None = None) -> dict[str, Any]:
@@ -128,14 +132,16 @@ def _write(sources: BackupSources, copy: _Copy, *, gate: StoreGate, wal_end: int
         try:
             steps = steps_snapshot(sources.steps, table)
             end = WalReader(sources.wal).end_position() if wal_end is None else wal_end
-            for name in steps.log_files if steps else ():
-                copy.add(sources.steps / name, f"{STEPS_DIR}/{name}")
+            # Read, not written: the copies' fsyncs (one per file, up to a hundred) are left for after the pause.
+            log = [(name, (sources.steps / name).read_bytes()) for name in (steps.log_files if steps else ())]
             hold = gate.hold(index.checkpoint)
         except BaseException:
             index.close()
             raise
         pause_ms = round((time.perf_counter() - paused) * 1000, 2)
     try:
+        for name, data in log:
+            copy.write(data, f"{STEPS_DIR}/{name}")
         index.copy_to(copy.out / INDEX_FILE)
         copy.files.append(hash_file(copy.out / INDEX_FILE, root=copy.out))
         for name in steps.data_files if steps else ():

@@ -52,6 +52,16 @@ def copy_file(src: Path, dst: Path, *, root: Path, limit: int | None = None, mod
     return CopiedFile(dst.relative_to(root).as_posix(), size, digest.hexdigest())
 
 
+def write_file(data: bytes, dst: Path, *, root: Path, mode: int = 0o640) -> CopiedFile:
+    """Write ``data`` (read earlier, e.g. while the writers were paused) to a new file, fsynced."""
+    dst.parent.mkdir(parents=True, exist_ok=True)
+    with open(os.open(dst, os.O_WRONLY | os.O_CREAT | os.O_EXCL, mode), "wb") as out:
+        out.write(data)
+        out.flush()
+        os.fsync(out.fileno())
+    return CopiedFile(dst.relative_to(root).as_posix(), len(data), hashlib.sha256(data).hexdigest())
+
+
 def hash_file(path: Path, *, root: Path) -> CopiedFile:
     """A file already in a backup, hashed."""
     digest = hashlib.sha256()
