@@ -168,7 +168,7 @@ def _steps_json(steps: StepsSnapshot | None) -> dict[str, Any] | None:
 def _copy_wal(src: Path, copy: _Copy, *, start: int, end: int) -> dict[str, Any]:
     """Copy the segments holding ``[start, end)`` up to the last whole record at or before ``end``."""
     valid, records = _whole_records(src, start, end)
-    if valid < end:
+    if valid < end and split_position(end)[1]:  # (an end at offset 0 of a new segment is the previous one's end)
         logger.warning("backup: the write-ahead log ends in a partial record at %d; copying up to %d", end, valid)
     first, (last, last_offset) = split_position(start)[0], split_position(valid)
     for segment in range(first, last + 1):
