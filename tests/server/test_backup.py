@@ -20,9 +20,11 @@ from typing import Any
 import pytest
 from opentelemetry.sdk.trace.export import SpanExportResult
 
+from otlp_receiver.errors import ConfigError
 from otlp_receiver.store.index import RunIndex
 from otlp_receiver.store.keys import KeyStore
 from server.cli import main as cli_main
+from server.settings import Settings
 from tests.live import ADMIN_KEY, INGEST_KEY, LiveServer, wait_until
 from tests.server.test_durability import BATCH, Load, exporter, key, stored_spans
 from tests.server.test_flusher_process import load_threads, stop_load
@@ -215,6 +217,11 @@ def test_without_a_backup_dir_the_api_refuses_clearly(live_server: LiveServer) -
     assert response.status_code == 409
     error = response.json()["error"]
     assert error["code"] == "backup_not_configured" and "TRACEWARD_BACKUP_DIR" in error["message"]
+
+
+def test_a_relative_backup_dir_is_refused_at_start() -> None:
+    with pytest.raises(ConfigError, match="TRACEWARD_BACKUP_DIR=backups: must be an absolute path"):
+        Settings.from_env({"TRACEWARD_BACKUP_DIR": "backups"})
 
 
 def test_cli_backs_up_a_stopped_data_dir_and_a_running_server_through_the_api(
