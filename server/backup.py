@@ -41,7 +41,7 @@ class BackupNotConfiguredError(ConflictError):
 
 
 def backup_sources(settings: Settings) -> BackupSources:
-    """The parts of the data dir a backup copies (the rate-limit counters, the forwarding queue and the lock files
+    """The parts of the data dir a backup copies (the rate-limit counters, the forwarding queues and the lock files
     are not: counters and locks are transient, and a restored queue would forward exports downstream again)."""
     return BackupSources(index=settings.index_path, steps=settings.steps_path, wal=settings.wal_dir,
                          key_files=(("signing-keys.pem", settings.signing_key_file),
