@@ -89,6 +89,9 @@ def test_sdk_log_records_arrive_redacted_as_stored_with_ids_kept(tmp_path: Path,
         provider.shutdown()
         trace_id, span_id = format(context.trace_id, "032x"), format(context.span_id, "016x")
         wait_until(lambda: len(downstream.log_records()) == 2, 15, what="forwarded log records")
+        # forwarding follows the WAL append, not the flush: wait until the stored step is queryable too
+        wait_until(lambda: server.get(f"/v1/runs/{trace_id}/steps").status_code == 200
+                   and any(s["type"] == "artifact" for s in server.all_steps(trace_id)), 15, what="stored step")
         (step,) = [s for s in server.all_steps(trace_id) if s["type"] == "artifact"]
     finally:
         server.stop()
